@@ -10,7 +10,9 @@ import click
 from relay import __version__
 
 #: module name -> command name, one line per verb.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "replay": "replay",
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

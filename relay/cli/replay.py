@@ -1,0 +1,116 @@
+"""``relay replay``: serve a cassette to real desktops and CometD clients."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+from aiohttp import web
+
+from relay.cassette import assets_dir
+from relay.cli.common import UserError, load_cassette
+from relay.errors import RelayError
+from relay.replay import ReplayOptions, create_app
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
+    """Listen, print ``listening on http://HOST:PORT`` (flushed), serve until SIGINT/SIGTERM."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    bound = runner.addresses[0]
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    _echo(f"listening on http://{shown}:{bound[1]}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.command()
+@click.argument("cassette", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one (printed).",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Pace: 1 as recorded, 2 twice as fast, 0 no waiting (order kept).",
+)
+@click.option(
+    "--timeout",
+    "timeout_ms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Long-poll timeout advertised to clients, in ms [default: the recorded advice].",
+)
+@click.option(
+    "--keep-origin",
+    is_flag=True,
+    help="Do not rewrite the recorded server's origin in bodies, notifications and Location.",
+)
+@click.option(
+    "--desktop", default=None, help="Which recorded desktop to replay [default: the first]."
+)
+@click.option(
+    "--subscribe-wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a due notification waits for a matching subscription before it is skipped.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the listening line and errors.")
+def replay(
+    cassette: str,
+    host: str,
+    port: int,
+    speed: float,
+    timeout_ms: int | None,
+    keep_origin: bool,
+    desktop: str | None,
+    subscribe_wait: float,
+    quiet: bool,
+) -> None:
+    """Replay CASSETTE: its REST answers and its CometD notifications, in order."""
+    loaded = load_cassette(cassette)
+    options = ReplayOptions(
+        speed=speed,
+        timeout_ms=timeout_ms,
+        keep_origin=keep_origin,
+        desktop=desktop,
+        subscribe_wait=subscribe_wait,
+    )
+    store = assets_dir(cassette)
+    try:
+        app = create_app(
+            loaded,
+            options,
+            log=None if quiet else _echo,
+            assets_dir=store if store.is_dir() else None,
+        )
+    except RelayError as e:
+        raise UserError(f"{cassette}: {e}") from e
+    asyncio.run(serve_until_stopped(app, host, port))
