@@ -40,7 +40,8 @@ import base64
 import binascii
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -571,9 +572,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new, never a part."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        keep_mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        keep_mode = None
+    fd, tmp = _create_beside(target)
     try:
         with os.fdopen(fd, "wb") as f:
+            if keep_mode is not None:
+                os.chmod(tmp, keep_mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -582,6 +589,22 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _create_beside(target: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside ``target``, created with the mode ``open()`` gives.
+
+    Not ``tempfile.mkstemp``: its files are 0600, which would leave every cassette readable by
+    its writer only.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), os.fspath(tmp)  # less the umask
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {target}")
 
 
 def save(cassette: Cassette, path: str | os.PathLike[str]) -> None:
