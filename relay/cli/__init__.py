@@ -11,7 +11,10 @@ from relay import __version__
 
 #: module name -> command name, one line per verb.
 COMMANDS: dict[str, str] = {
+    "show": "show",
     "replay": "replay",
+    "record": "record",
+    "recover": "recover",
 }
 
 

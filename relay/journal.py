@@ -1,0 +1,148 @@
+"""The journal: what relay writes while it records, so that nothing reaching the desktop is lost.
+
+``OUT.journal`` beside the cassette holds one JSON record per line (``relay.recorder`` lists
+them). Each record is handed to the operating system with one ``write()`` on an ``O_APPEND``
+descriptor before the response it belongs to is forwarded: a SIGKILL loses nothing that reached
+the desktop. ``fsync`` runs on a timer (the owner calls :meth:`Journal.sync`), so a power cut
+loses at most the last interval.
+
+Finishing (:func:`finish`) builds the cassette from the journal, saves it atomically and removes
+the journal. :func:`recover` does the same for a journal left by a killed run; a truncated last
+line (the write the kill interrupted) is tolerated.
+
+Assets go to the content-addressed store ``<stem>.assets/<sha256>`` (:func:`store_asset`), each
+content once, written atomically before its journal record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from relay import cassette as cassette_mod
+from relay.errors import RecordError
+from relay.recorder import cassette_from_records
+
+
+def journal_path(out: str | os.PathLike[str]) -> Path:
+    """Where the journal of a recording to ``out`` lives: ``OUT.journal``."""
+    p = Path(out)
+    return p.with_name(p.name + ".journal")
+
+
+class Journal:
+    """An append-only file of JSON records."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            self._fd: int | None = os.open(self.path, flags, 0o600)
+        except FileExistsError as e:
+            raise RecordError(
+                f"{self.path}: a journal is already there (a recording is running, or one was "
+                f"killed: run `relay recover` on its output first)"
+            ) from e
+        except OSError as e:
+            raise RecordError(f"{self.path}: cannot create the journal ({e.strerror})") from e
+        self._dirty = False
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Hand one record to the operating system (one ``write``; no fsync)."""
+        if self._fd is None:
+            raise RecordError(f"{self.path}: the journal is closed")
+        line = orjson.dumps(record) + b"\n"
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Flush the file to the disk if anything was written since the last sync."""
+        if self._fd is not None and self._dirty:
+            self._dirty = False
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The journal's records; a torn last line is dropped, a torn earlier line is an error."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read the journal ({e.strerror or e})") from e
+    lines = data.split(b"\n")
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            if i == len(lines) - 1:  # the last write, cut short by the kill
+                break
+            raise RecordError(f"{path}:{i + 1}: not a journal record ({e})") from e
+        if not isinstance(record, dict) or not isinstance(record.get("t"), str):
+            raise RecordError(f"{path}:{i + 1}: not a journal record")
+        records.append(record)
+    if not records or records[0].get("t") != "start":
+        raise RecordError(f"{path}: not a relay journal (no start record)")
+    return records
+
+
+def build(journal: str | os.PathLike[str], out: str | os.PathLike[str]) -> cassette_mod.Cassette:
+    """Build the cassette from a journal and save it to ``out`` atomically; keep the journal."""
+    try:
+        cassette = cassette_from_records(read_records(journal))
+    except (KeyError, TypeError, ValueError) as e:
+        raise RecordError(f"{journal}: a journal record is malformed ({e!r})") from e
+    cassette_mod.save(cassette, out)
+    return cassette
+
+
+def finish(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
+    """Turn ``OUT.journal`` into the cassette ``OUT`` and remove the journal."""
+    jpath = journal_path(out)
+    cassette = build(jpath, out)
+    jpath.unlink()
+    return cassette
+
+
+def recover(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
+    """Rebuild ``OUT`` from the journal left by a killed recording (then remove the journal)."""
+    jpath = journal_path(out)
+    if not jpath.exists():
+        raise RecordError(f"{jpath}: no journal to recover (nothing was recorded to {out}?)")
+    return finish(out)
+
+
+def store_asset(store: str | os.PathLike[str], content: bytes) -> str:
+    """Put ``content`` in the content-addressed store (once) and return its sha256."""
+    digest = hashlib.sha256(content).hexdigest()
+    target = Path(store) / digest
+    if not target.exists():
+        # Temporary file then rename, like cassette.write_atomic, but without an fsync per
+        # asset: a desktop loads hundreds of them at login; the journal's timer covers power cuts.
+        tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(content)
+            os.replace(tmp, target)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise RecordError(f"{target}: cannot write the asset ({e.strerror or e})") from e
+    return digest
