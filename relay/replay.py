@@ -411,6 +411,11 @@ def _after(
             released.wake.set()
         if c.owner in replayer.sessions:
             replayer.sessions[c.owner].clients.discard(c.client_id)
+
+
+def _pump_after_subscribe(replayer: Replayer, outcome: bx.Outcome) -> None:
+    """A new subscription may unblock a notification that waits for one."""
+    client = outcome.client
     if outcome.subscribed and client is not None and client.owner in replayer.sessions:
         replayer.pump(replayer.sessions[client.owner])
 
@@ -453,6 +458,7 @@ async def bayeux_handler(request: web.Request) -> web.StreamResponse:
         return _bayeux_error(e)
     origin = client_origin(request)
     _after(replayer, outcome, origin, None)
+    _pump_after_subscribe(replayer, outcome)
     payload = (
         await _wait_held(replayer, outcome) if outcome.hold else outcome.events + outcome.replies
     )
@@ -512,6 +518,7 @@ async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
                 out.put_nowait(
                     replayer.rewrite(orjson.dumps(outcome.events + outcome.replies), origin)
                 )
+            _pump_after_subscribe(replayer, outcome)
     finally:
         if holding is not None:
             holding.cancel()

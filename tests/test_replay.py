@@ -1,0 +1,413 @@
+"""The replay server over real HTTP on loopback (pytest-aiohttp's test server), raw Bayeux."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+
+from relay import cassette as cas
+from relay.replay import REPLAYER, ReplayOptions, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = cas.load(ROOT / "cassettes" / "two-step-transfer.json")
+CALL = "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005"
+CONSULT = "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000006"
+BAYEUX = "/api/v2/notifications"
+
+ANSWER = {"operationName": "Answer"}
+TRANSFER = {"operationName": "InitiateTransfer", "destination": {"phoneNumber": "5001"}}
+
+
+@pytest.fixture
+def logs() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, logs: list[str]) -> TestClient:  # type: ignore[type-arg]
+    app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=2000), log=logs.append)
+    return await aiohttp_client(app)
+
+
+async def bayeux(client: TestClient, messages: Any, **kw: Any) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    resp = await client.post(BAYEUX, data=orjson.dumps(messages), **kw)
+    assert resp.status == 200, await resp.text()
+    result: list[dict[str, Any]] = await resp.json()
+    return result
+
+
+async def handshake(client: TestClient, **kw: Any) -> str:  # type: ignore[type-arg]
+    (reply,) = await bayeux(
+        client,
+        [
+            {
+                "channel": "/meta/handshake",
+                "version": "1.0",
+                "id": "1",
+                "supportedConnectionTypes": ["long-polling"],
+            }
+        ],
+        **kw,
+    )
+    assert reply["successful"] is True
+    client_id: str = reply["clientId"]
+    return client_id
+
+
+async def connect(client: TestClient, client_id: str, **kw: Any) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    return await bayeux(
+        client,
+        [
+            {
+                "channel": "/meta/connect",
+                "clientId": client_id,
+                "connectionType": "long-polling",
+                "id": "c",
+            }
+        ],
+        **kw,
+    )
+
+
+async def subscribe(client: TestClient, client_id: str, *subs: str) -> None:  # type: ignore[type-arg]
+    replies = await bayeux(
+        client,
+        [
+            {"channel": "/meta/subscribe", "clientId": client_id, "subscription": s, "id": str(i)}
+            for i, s in enumerate(subs)
+        ],
+    )
+    assert [r["subscription"] for r in replies if r["channel"] == "/meta/subscribe"] == list(subs)
+
+
+def events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if not m["channel"].startswith("/meta/")]
+
+
+def states(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["data"]["call"]["state"] for m in events(messages)]
+
+
+async def collect(client: TestClient, client_id: str, count: int) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    got: list[dict[str, Any]] = []
+    for _ in range(count + 5):
+        got += events(await connect(client, client_id))
+        if len(got) >= count:
+            break
+    return got
+
+
+async def test_rest_answer_is_the_recorded_one_and_sets_the_session_cookie(
+    client: TestClient,
+) -> None:  # type: ignore[type-arg]
+    resp = await client.post(CALL, json=ANSWER)
+    assert resp.status == 200
+    assert await resp.json() == {"statusCode": 0}
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert "relay_session" in resp.cookies
+
+
+async def test_the_whole_scenario_over_raw_long_polling(
+    client: TestClient, logs: list[str]
+) -> None:  # type: ignore[type-arg]
+    cid = await handshake(client)
+    first = await connect(client, cid)  # the first connect is answered at once
+    assert [m["channel"] for m in first] == ["/meta/connect"]
+    await subscribe(client, cid, "/v2/me/*", "/**")  # overlapping: each event once
+    got = await collect(client, cid, 1)
+    assert states(got) == ["Ringing"]
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+    got = await collect(client, cid, 1)
+    assert states(got) == ["Established"]
+    assert (await client.post(CALL, json=TRANSFER)).status == 200
+    got = await collect(client, cid, 2)
+    assert states(got) == ["Held", "Dialing"]
+    resp = await client.post(CONSULT, json={"operationName": "CompleteTransfer"})
+    assert resp.status == 200
+    got = await collect(client, cid, 2)
+    assert states(got) == ["Released", "Released"]
+    assert [e["data"]["call"]["id"][-1] for e in got] == ["5", "6"]
+    assert any("<- n6" in line for line in logs)
+
+
+async def test_notification_data_equals_the_cassette_modulo_origin(client: TestClient) -> None:  # type: ignore[type-arg]
+    cid = await handshake(client)
+    await connect(client, cid)
+    await subscribe(client, cid, "/v2/me/calls")
+    (ringing,) = await collect(client, cid, 1)
+    origin = f"http://{client.host}:{client.port}"
+    recorded = orjson.dumps(next(SEED.desktops[0].notifications()).message)
+    expected = orjson.loads(recorded.replace(b"http://127.0.0.1:8080", origin.encode()))
+    assert ringing == expected
+    assert ringing["data"]["call"]["uri"].startswith(origin + "/api/v2/me/calls/")
+
+
+async def test_keep_origin_leaves_the_recorded_uris(aiohttp_client: Any) -> None:
+    app = create_app(SEED, ReplayOptions(speed=0, keep_origin=True, timeout_ms=2000))
+    client = await aiohttp_client(app)
+    cid = await handshake(client)
+    await connect(client, cid)
+    await subscribe(client, cid, "/v2/me/calls")
+    (ringing,) = await collect(client, cid, 1)
+    assert ringing["data"]["call"]["uri"].startswith("http://127.0.0.1:8080/")
+
+
+async def test_a_second_connect_is_held_until_the_event_arrives(client: TestClient) -> None:  # type: ignore[type-arg]
+    cid = await handshake(client)
+    await connect(client, cid)
+    await subscribe(client, cid, "/v2/me/calls")
+    await collect(client, cid, 1)  # the Ringing
+    held = asyncio.create_task(connect(client, cid))
+    await asyncio.sleep(0.05)  # give the connect time to reach the server and be held
+    assert not held.done(), "a connect with nothing queued must be held"
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+    replies = await asyncio.wait_for(held, 2)
+    assert states(replies) == ["Established"]
+
+
+async def test_held_connect_ends_at_the_advertised_timeout(aiohttp_client: Any) -> None:
+    app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=200))
+    client = await aiohttp_client(app)
+    cid = await handshake(client)
+    await connect(client, cid)
+    replies = await asyncio.wait_for(connect(client, cid), 5)
+    assert [m["channel"] for m in replies] == ["/meta/connect"]
+    assert replies[0]["successful"] is True
+    assert replies[0]["advice"]["timeout"] == 200
+
+
+async def test_no_match_names_the_closest_and_the_session_goes_on(
+    client: TestClient,
+    logs: list[str],  # type: ignore[type-arg]
+) -> None:
+    wrong = {"operationName": "InitiateTransfer", "destination": {"phoneNumber": "9999"}}
+    resp = await client.post(CALL, json=ANSWER)
+    assert resp.status == 200
+    resp = await client.post(CALL, json=wrong)
+    assert resp.status == 404
+    report = await resp.json()
+    assert report["relay"] == "no-match"
+    assert report["expected"] == f"POST {CALL} (InitiateTransfer)"
+    assert report["closest"][0]["id"] == "x2"
+    assert report["closest"][0]["differences"] == [
+        "body.destination.phoneNumber: recorded '5001', got '9999'"
+    ]
+    assert any("NO MATCH" in line and "9999" in line for line in logs)
+    assert (await client.post(CALL, json=TRANSFER)).status == 200
+
+
+async def test_out_of_order_request_says_what_is_expected_first(client: TestClient) -> None:  # type: ignore[type-arg]
+    resp = await client.post(CALL, json=TRANSFER)
+    assert resp.status == 404
+    report = await resp.json()
+    assert "recorded later (x2)" in report["hint"]
+    assert "(Answer) [x1] first" in report["hint"]
+
+
+async def test_an_exact_repeat_gets_the_same_answer_and_releases_nothing(
+    client: TestClient,
+    logs: list[str],  # type: ignore[type-arg]
+) -> None:
+    cid = await handshake(client)
+    await connect(client, cid)
+    await subscribe(client, cid, "/v2/me/calls")
+    await collect(client, cid, 1)
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+    assert states(await collect(client, cid, 1)) == ["Established"]
+    resp = await client.post(CALL, json={"operationName": "Answer"})
+    assert resp.status == 200
+    assert await resp.json() == {"statusCode": 0}
+    assert any("(repeat)" in line for line in logs)
+    replies = await connect(client, cid, timeout=5)
+    assert events(replies) == []
+
+
+async def test_rehandshake_with_the_cookie_keeps_the_cursor(client: TestClient) -> None:  # type: ignore[type-arg]
+    cid = await handshake(client)
+    await connect(client, cid)
+    await subscribe(client, cid, "/v2/me/calls")
+    await collect(client, cid, 1)
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+    assert states(await collect(client, cid, 1)) == ["Established"]
+    # The desktop's laptop sleeps; it comes back and handshakes again (cookie kept by the jar).
+    await bayeux(client, [{"channel": "/meta/disconnect", "clientId": cid, "id": "d"}])
+    cid2 = await handshake(client)
+    assert cid2 != cid
+    await connect(client, cid2)
+    await subscribe(client, cid2, "/v2/me/calls")
+    # The scenario goes on where it was: no second Ringing, the transfer is next.
+    assert (await client.post(CALL, json=TRANSFER)).status == 200
+    assert states(await collect(client, cid2, 2)) == ["Held", "Dialing"]
+    assert len(client.app[REPLAYER].sessions) == 1
+
+
+async def test_cookieless_requests_are_ambiguous_with_two_live_sessions(
+    aiohttp_client: Any,
+) -> None:
+    app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=2000))
+    a = await aiohttp_client(app)
+    await handshake(a)
+    await handshake(a, cookies={"relay_session": "none"})  # a second desktop: a new session
+    assert len(app[REPLAYER].sessions) == 2
+    a.session.cookie_jar.clear()
+    resp = await a.post(CALL, json=ANSWER)
+    assert resp.status == 409
+    report = await resp.json()
+    assert report["relay"] == "ambiguous-session"
+    assert sorted(report["sessions"]) == sorted(app[REPLAYER].sessions)
+
+
+async def test_cookieless_request_goes_to_the_only_session(aiohttp_client: Any) -> None:
+    app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=2000))
+    a = await aiohttp_client(app)
+    cid = await handshake(a)
+    await connect(a, cid)
+    await subscribe(a, cid, "/v2/me/calls")
+    await collect(a, cid, 1)
+    a.session.cookie_jar.clear()
+    assert (await a.post(CALL, json=ANSWER)).status == 200
+    assert states(await collect(a, cid, 1)) == ["Established"]
+    assert len(app[REPLAYER].sessions) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"{", b"[]", b"42", b'[{"no": "channel"}]', b'{"channel": 3}', b"\xff\xfe"],
+)
+async def test_garbage_bayeux_bodies_get_400_and_the_server_goes_on(
+    client: TestClient,
+    body: bytes,  # type: ignore[type-arg]
+) -> None:
+    resp = await client.post(BAYEUX, data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert (await resp.json())["relay"] == "bad-bayeux-request"
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+
+
+async def test_unknown_client_gets_402_with_handshake_advice(client: TestClient) -> None:  # type: ignore[type-arg]
+    (reply,) = await connect(client, "no-such-client")
+    assert reply["successful"] is False
+    assert reply["error"] == "402::Unknown client"
+    assert reply["advice"] == {"reconnect": "handshake", "interval": 0}
+
+
+async def test_callback_polling(client: TestClient) -> None:  # type: ignore[type-arg]
+    message = orjson.dumps(
+        [
+            {
+                "channel": "/meta/handshake",
+                "version": "1.0",
+                "id": "1",
+                "supportedConnectionTypes": ["callback-polling"],
+            }
+        ]
+    ).decode()
+    resp = await client.get(BAYEUX + "/handshake", params={"jsonp": "cb7", "message": message})
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/javascript")
+    text = await resp.text()
+    assert text.startswith("cb7(") and text.endswith(");")
+    (reply,) = orjson.loads(text[4:-2])
+    assert reply["successful"] is True and reply["id"] == "1"
+
+
+async def test_cors_preflight_and_exposed_csrf_headers(client: TestClient) -> None:  # type: ignore[type-arg]
+    origin = "http://desktop.localhost:3000"
+    resp = await client.options(
+        CALL,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-csrf-token",
+        },
+    )
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == origin
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+    assert resp.headers["Access-Control-Allow-Headers"] == "content-type, x-csrf-token"
+    assert client.app[REPLAYER].sessions == {}, "a preflight is outside the timeline"
+    resp = await client.post(CALL, json=ANSWER, headers={"Origin": origin})
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == origin
+    assert resp.headers["Access-Control-Expose-Headers"] == "X-CSRF-HEADER, X-CSRF-TOKEN"
+
+
+async def test_notification_waits_for_a_subscription(client: TestClient) -> None:  # type: ignore[type-arg]
+    cid = await handshake(client)
+    await connect(client, cid)
+    # The Ringing is due at once, but nobody listens yet: it must not be dropped.
+    replies = await connect(client, cid, params={}, timeout=5)
+    assert events(replies) == []
+    await subscribe(client, cid, "/v2/me/*")
+    assert states(await collect(client, cid, 1)) == ["Ringing"]
+
+
+async def test_websocket_frames(client: TestClient) -> None:  # type: ignore[type-arg]
+    ws = await client.ws_connect(BAYEUX)
+    await ws.send_str(
+        orjson.dumps(
+            [
+                {
+                    "channel": "/meta/handshake",
+                    "version": "1.0",
+                    "id": "1",
+                    "supportedConnectionTypes": ["websocket"],
+                }
+            ]
+        ).decode()
+    )
+    (hs,) = orjson.loads(await ws.receive_str())
+    cid = hs["clientId"]
+    await ws.send_str(
+        orjson.dumps(
+            [
+                {
+                    "channel": "/meta/connect",
+                    "clientId": cid,
+                    "id": "2",
+                    "connectionType": "websocket",
+                }
+            ]
+        ).decode()
+    )
+    assert orjson.loads(await ws.receive_str())[0]["channel"] == "/meta/connect"
+    await ws.send_str(
+        orjson.dumps(
+            [{"channel": "/meta/subscribe", "clientId": cid, "id": "3", "subscription": "/v2/me/*"}]
+        ).decode()
+    )
+    await ws.send_str(
+        orjson.dumps(
+            [
+                {
+                    "channel": "/meta/connect",
+                    "clientId": cid,
+                    "id": "4",
+                    "connectionType": "websocket",
+                }
+            ]
+        ).decode()
+    )
+    frames = [orjson.loads(await ws.receive_str()) for _ in range(2)]
+    flat = [m for f in frames for m in f]
+    assert [m["channel"] for m in flat] == ["/meta/subscribe", "/v2/me/calls"]
+    assert flat[1]["data"]["call"]["state"] == "Ringing"
+    # Non-Bayeux text closes this socket with a protocol error; the server goes on.
+    await ws.send_str("garbage")
+    msg = await ws.receive()
+    assert msg.type == WSMsgType.CLOSE
+    assert msg.data == 1002
+    assert msg.extra.startswith("relay: body is not valid JSON")
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+
+
+async def test_unmatched_get_outside_the_api_is_a_clear_404(client: TestClient) -> None:  # type: ignore[type-arg]
+    resp = await client.get("/ui/index.html")
+    assert resp.status == 404
+    assert (await resp.json())["relay"] == "no-match"
