@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "replay": "replay",
     "record": "record",
     "recover": "recover",
+    "diff": "diff",
 }
 
 
