@@ -207,10 +207,9 @@ def _call(item: SeedNotification) -> dict[str, Any]:
 
 def _duration_s(item: SeedNotification) -> int:
     value = _call(item).get("duration")
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-        raise SeedError(f"line {item.line}: call duration {value!r} is not a number") from e
+    if isinstance(value, str) and value.isdigit():  # GWS sends it as a string of seconds
+        return int(value)
+    raise SeedError(f"line {item.line}: call duration {value!r} is not a number of seconds")
 
 
 def _clocks(items: list[SeedItem]) -> list[int | None]:
