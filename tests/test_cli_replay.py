@@ -5,43 +5,23 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
+from relayproc import relay_server, run_relay
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "cassettes" / "two-step-transfer.json"
-RELAY = [sys.executable, "-m", "relay"]
 
 
-@asynccontextmanager
-async def replaying(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    proc = await asyncio.create_subprocess_exec(
-        *RELAY, "replay", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
-        assert line.startswith("listening on http://127.0.0.1:"), line
-        yield line.removeprefix("listening on "), proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+def replaying(*args: str):  # type: ignore[no-untyped-def]
+    return relay_server("replay", *args)
 
 
 async def run(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *RELAY, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_relay(*args)
 
 
 async def test_listening_line_then_a_line_per_exchange_and_a_quick_stop() -> None:
