@@ -486,10 +486,11 @@ def from_dict(raw: Any) -> Cassette:
                 raise _bad(f"{where}.events[{j}].at_ms", "events are not in time order")
         desktops.append(Desktop(name=_get(d, "name", str, where), events=events, bayeux=bayeux))
     exchange_ids = {e.id for d in desktops for e in d.exchanges()}
-    for d in desktops:
-        for n in d.notifications():
-            if n.cause is not None and n.cause not in exchange_ids:
-                raise _bad(f"notification {n.id}", f"cause {n.cause!r} is not an exchange")
+    for i, d in enumerate(desktops):
+        for j, e in enumerate(d.events):
+            if isinstance(e, Notification) and e.cause is not None and e.cause not in exchange_ids:
+                where = f"desktops[{i}].events[{j}].cause"
+                raise _bad(where, f"{e.cause!r} is not the id of an exchange")
     assets = []
     for i, a in enumerate(_opt(raw, "assets", list, "cassette") or []):
         where = f"assets[{i}]"

@@ -392,8 +392,8 @@ BROKEN: list[tuple[str, Any, str]] = [
     ("desktops.0.events.1.cause", 1, "events[1].cause: expected str, got int"),
     ("desktops.0.events.1.id", "x1", "events[1].id: duplicate event id 'x1'"),
     ("desktops.0.events.1.at_ms", -1, "events[1].at_ms: events are not in time order"),
-    ("desktops.0.events.1.cause", "n1", "notification n1: cause 'n1' is not an exchange"),
-    ("desktops.0.events.1.cause", "x9", "notification n1: cause 'x9' is not an exchange"),
+    ("desktops.0.events.1.cause", "n1", "events[1].cause: 'n1' is not the id of an exchange"),
+    ("desktops.0.events.1.cause", "x9", "events[1].cause: 'x9' is not the id of an exchange"),
 ]
 
 
@@ -410,6 +410,13 @@ def test_duplicate_id_across_desktops(tmp_path: Path) -> None:
         {"name": "b", "events": [copy.deepcopy(raw["desktops"][0]["events"][1])]}
     )
     assert "desktops[1].events[0].id: duplicate event id 'n1'" in load_error(tmp_path, raw)
+
+
+def test_strange_ids_stay_on_one_line(tmp_path: Path) -> None:
+    raw = raw_cassette()
+    _set(raw, "desktops.0.events.1.id", "n\n1")
+    _set(raw, "desktops.0.events.1.cause", "x\n9")
+    assert "desktops[0].events[1].cause: 'x\\n9' is not" in load_error(tmp_path, raw)
 
 
 def test_cause_on_another_desktop_is_fine() -> None:
