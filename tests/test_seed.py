@@ -6,11 +6,13 @@ from the page with plain regular expressions, not with the script's parser.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -100,6 +102,58 @@ def test_script_broken_json_names_the_line(tmp_path: Path) -> None:
     result = run_script("--seed", str(page), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "line 3" in result.stderr and result.stderr.count("\n") == 1
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("seed_cassettes_under_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parser_joins_broken_strings_and_drops_footers() -> None:
+    seed = load_script()
+    page = "\n".join(
+        [
+            "PageTitle",
+            "Sample 1",
+            "POST api/v2/me/calls/c1",
+            "{",
+            '"operationName": "Answer"',
+            "}",
+            "{",
+            '"data":{"uri":"http://h/api/v2/ ',
+            "",
+            "  devices/d1",
+            '-x","call":{"id":"c1","duration":"7","uri":"http://h:1/c1"},',
+            "PageTitle",
+            "",
+            "Web Services API Reference 12",
+            '"n":"a b"},',
+            '"channel":"/v2/me/calls"',
+            "}",
+        ]
+    )
+    (sample,) = seed.parse_seed(page)
+    request, note = sample.items
+    assert (request.method, request.path, request.body) == (
+        "POST",
+        "/api/v2/me/calls/c1",
+        {"operationName": "Answer"},
+    )
+    assert note.message == {
+        "channel": "/v2/me/calls",
+        "data": {
+            "uri": "http://h/api/v2/devices/d1-x",
+            "call": {"id": "c1", "duration": "7", "uri": "http://h:1/c1"},
+            "n": "a b",  # whitespace inside one line is the value's own
+        },
+    }
+    built = seed.build_cassette(sample, title="t", notes="n")
+    assert [(e.id, e.at_ms) for e in built.desktop().events] == [("x1", 0), ("n1", 100)]
+    assert built.meta.upstream == "http://h:1"
 
 
 # --- Sample 2: the two-step transfer --------------------------------------------------------
