@@ -116,8 +116,11 @@ class Replayer:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def new_session(self, origin: str) -> Session:
-        sid = f"s{next(self._numbers)}-{secrets.token_hex(3)}"
+    def new_sid(self) -> str:
+        return f"s{next(self._numbers)}-{secrets.token_hex(3)}"
+
+    def new_session(self, origin: str, sid: str | None = None) -> Session:
+        sid = sid or self.new_sid()
         timeline = Timeline(
             self.desktop,
             start=self.now(),
@@ -374,15 +377,23 @@ def _bayeux_error(e: BayeuxError) -> web.Response:
 
 
 def _owner_for(
-    replayer: Replayer, request: web.Request, messages: list[bx.Message]
+    replayer: Replayer,
+    request: web.Request,
+    messages: list[bx.Message],
+    reserved: str | None = None,
 ) -> tuple[str | None, bool]:
-    """The session a handshake joins (and whether it is new); None when no handshake."""
+    """The session a handshake joins (and whether it is new); None when no handshake.
+
+    ``reserved``: the session id a WebSocket's upgrade response already set as cookie.
+    """
     if not any(m["channel"] == bx.HANDSHAKE for m in messages):
         return None, False
     session = replayer.by_cookie(request)
+    if session is None and reserved is not None:
+        session = replayer.sessions.get(reserved)
     if session is not None:
         return session.sid, False
-    return replayer.new_session(client_origin(request)).sid, True
+    return replayer.new_session(client_origin(request), reserved).sid, True
 
 
 def _after(
@@ -477,6 +488,12 @@ async def bayeux_handler(request: web.Request) -> web.StreamResponse:
 async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
     replayer = request.app[REPLAYER]
     ws = web.WebSocketResponse(autoping=True)
+    # A desktop that handshakes over the WebSocket gets its session cookie from the upgrade
+    # response (browsers keep it), so its REST requests find the same session.
+    reserved = None
+    if replayer.by_cookie(request) is None:
+        reserved = replayer.new_sid()
+        ws.set_cookie(SESSION_COOKIE, reserved, path="/", httponly=True, samesite="Lax")
     await ws.prepare(request)
     replayer.sockets.add(ws)
     origin = client_origin(request)
@@ -502,7 +519,7 @@ async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
                 continue
             try:
                 messages = bx.parse_messages(frame.data.encode())
-                owner, _ = _owner_for(replayer, request, messages)
+                owner, _ = _owner_for(replayer, request, messages, reserved)
                 outcome = replayer.bayeux.process(messages, transport="websocket", owner=owner)
             except BayeuxError as e:
                 await ws.close(code=1002, message=f"relay: {e}"[:120].encode())

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import WSMsgType
@@ -411,3 +412,37 @@ async def test_unmatched_get_outside_the_api_is_a_clear_404(client: TestClient) 
     resp = await client.get("/ui/index.html")
     assert resp.status == 404
     assert (await resp.json())["relay"] == "no-match"
+
+
+async def test_a_websocket_handshake_sets_the_session_cookie(client: TestClient) -> None:  # type: ignore[type-arg]
+    # Another desktop is live, so a REST request without the cookie would be ambiguous.
+    async with (
+        aiohttp.ClientSession() as other,
+        other.post(
+            client.make_url(BAYEUX),
+            data=orjson.dumps([{"channel": "/meta/handshake", "version": "1.0"}]),
+        ) as resp,
+    ):
+        assert resp.status == 200
+    ws = await client.ws_connect(BAYEUX)
+    await ws.send_str(
+        orjson.dumps(
+            [
+                {
+                    "channel": "/meta/handshake",
+                    "version": "1.0",
+                    "id": "1",
+                    "supportedConnectionTypes": ["websocket"],
+                }
+            ]
+        ).decode()
+    )
+    (hs,) = orjson.loads(await ws.receive_str())
+    assert hs["successful"] is True
+    sessions = client.app[REPLAYER].sessions
+    assert len(sessions) == 2
+    owner = client.app[REPLAYER].bayeux.clients[hs["clientId"]].owner
+    resp = await client.post(CALL, json=ANSWER)
+    assert resp.status == 200, await resp.text()
+    assert sessions[owner].timeline.consumed == 1
+    await ws.close()
