@@ -12,13 +12,13 @@ the steps of the named operations (and drops the unsolicited ones). Each cassett
 canonicalised together (one renaming table per cassette), then ``DiffOptions.ignore`` drops
 paths.
 
-Alignment. The steps of A and B are aligned as sequences (``align``: a longest common
-subsequence by difflib on the step keys: method, canonical path, operationName), so a missing
-or extra step is one finding, not a cascade. Within a pair of aligned steps, notifications are
-aligned the same way by channel, messageType, notificationType, the call they are about and its
-state. Items left over on both sides with the same key were reordered; items left over in the
-same gap with the same key but for the call (or, for steps, the path) are compared field by
-field, so a notification now about another call shows as ``data.call.id`` changed.
+Alignment (``relay.diff_align``). The steps of A and B are aligned as sequences by a longest
+common subsequence of their keys (method, canonical path, operationName), so a missing or extra
+step is one finding, not a cascade. Within a pair of aligned steps, notifications are aligned
+the same way by channel, messageType, notificationType, the call they are about and its state.
+Items left over on both sides with the same key were reordered; items left over in the same gap
+with the same key but for the call (or, for steps, the path) are compared field by field, so a
+notification now about another call shows as ``data.call.id`` changed.
 
 Kinds of finding (``Kind``):
 
@@ -49,10 +49,8 @@ capabilities the name counts too, so that one flapping capability does not hide 
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from enum import StrEnum
 from typing import Any
 
@@ -60,6 +58,7 @@ import orjson
 
 from relay.canon import canonicalise
 from relay.cassette import Body, Cassette, Exchange, Notification, Pairs
+from relay.diff_align import align
 from relay.errors import RelayError
 
 JSON = Any
@@ -413,95 +412,6 @@ def steps_of(cassette: Cassette, options: DiffOptions = DiffOptions()) -> list[S
         Step(key=k, relaxed=r, label=label, operation=op, exchange=x, notes=notes)
         for (k, r, _, op, x), label, notes in zip(built, labels, all_notes, strict=True)
     ]
-
-
-# --- alignment ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Pair:
-    """Aligned positions: ``a`` only (missing), ``b`` only (extra), or both (``moved`` if
-    out of order)."""
-
-    a: int | None
-    b: int | None
-    moved: bool = False
-
-
-def _opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[str, int, int, int, int]]:
-    n, m = len(a), len(b)
-    # The common head and tail are cheap to find and spare difflib most of a long cassette.
-    lo = 0
-    while lo < n and lo < m and a[lo] == b[lo]:
-        lo += 1
-    hi = 0
-    while hi < n - lo and hi < m - lo and a[n - 1 - hi] == b[m - 1 - hi]:
-        hi += 1
-    ops = [("equal", 0, lo, 0, lo)] if lo else []
-    if lo + hi < n or lo + hi < m:
-        matcher = SequenceMatcher(None, list(a[lo : n - hi]), list(b[lo : m - hi]), autojunk=False)
-        ops += [
-            (tag, i1 + lo, i2 + lo, j1 + lo, j2 + lo)
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        ]
-    if hi:
-        ops.append(("equal", n - hi, n, m - hi, m))
-    return ops
-
-
-def align(
-    a_keys: Sequence[Hashable],
-    b_keys: Sequence[Hashable],
-    a_relaxed: Sequence[Hashable],
-    b_relaxed: Sequence[Hashable],
-) -> list[Pair]:
-    """Align two sequences by key: a longest common subsequence, then moves, then pairs that
-    differ in a detail (same relaxed key, same gap); in A's order, B's extras where they fall.
-    """
-    placed: list[tuple[tuple[float, int], Pair]] = []
-    a_left: list[tuple[int, int]] = []  # (position, gap)
-    b_left: list[tuple[int, int]] = []
-    gap_end: list[int] = []
-    for gap, (tag, i1, i2, j1, j2) in enumerate(_opcodes(a_keys, b_keys)):
-        gap_end.append(i2)
-        if tag == "equal":
-            placed.extend(
-                ((i, 0), Pair(i, j)) for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
-            )
-        else:
-            a_left.extend((i, gap) for i in range(i1, i2))
-            b_left.extend((j, gap) for j in range(j1, j2))
-    # Two gaps of difflib's alignment share no key, so a key left over on both sides moved.
-    waiting: dict[Hashable, deque[int]] = {}
-    for j, _ in b_left:
-        waiting.setdefault(b_keys[j], deque()).append(j)
-    used: set[int] = set()
-    rest_a: list[tuple[int, int]] = []
-    for i, gap in a_left:
-        queue = waiting.get(a_keys[i])
-        if queue:
-            j = queue.popleft()
-            used.add(j)
-            placed.append(((i, 0), Pair(i, j, moved=True)))
-        else:
-            rest_a.append((i, gap))
-    similar: dict[tuple[int, Hashable], deque[int]] = {}
-    for j, gap in b_left:
-        if j not in used:
-            similar.setdefault((gap, b_relaxed[j]), deque()).append(j)
-    for i, gap in rest_a:
-        queue = similar.get((gap, a_relaxed[i]))
-        if queue:
-            j = queue.popleft()
-            used.add(j)
-            placed.append(((i, 0), Pair(i, j)))
-        else:
-            placed.append(((i, 0), Pair(i, None)))
-    for j, gap in b_left:
-        if j not in used:
-            placed.append(((gap_end[gap] - 0.5, j), Pair(None, j)))
-    placed.sort(key=lambda t: t[0])
-    return [pair for _, pair in placed]
 
 
 # --- comparison -----------------------------------------------------------------------------

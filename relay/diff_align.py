@@ -1,0 +1,169 @@
+"""Sequence alignment for ``relay diff``: which step (or notification) of A is which of B.
+
+The keys of A and B are aligned by a longest common subsequence, so that one missing or extra
+item is one finding and not a cascade. The LCS is Myers' O(ND) shortest edit script (E. Myers,
+"An O(ND) Difference Algorithm and Its Variations", Algorithmica 1986), after stripping the
+common head and tail: two recordings of one scenario differ in a few places, so D is small and
+the work is close to linear. Past ``MAX_EDITS`` differences the inputs hardly correspond anyway
+and difflib's SequenceMatcher (longest blocks first, not a true LCS) is used instead, to stay
+fast on two unrelated 10,000-event cassettes.
+
+What is left over is then paired in two more ways:
+
+- an item whose key is left over on both sides was moved (with a true LCS, a key left over on
+  both sides of one gap cannot happen: it would have been matched);
+- in one gap, items whose *relaxed* key agrees (a step on another call, a notification about
+  another call) are paired, so that their fields are compared instead of reporting a missing
+  and an extra item.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+
+#: Differences (insertions + deletions) past which Myers gives way to difflib.
+MAX_EDITS = 400
+
+_Opcode = tuple[str, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """Aligned positions: ``a`` only (missing), ``b`` only (extra), or both (``moved`` when
+    out of order)."""
+
+    a: int | None
+    b: int | None
+    moved: bool = False
+
+
+def _myers(
+    a: Sequence[Hashable], b: Sequence[Hashable], max_d: int
+) -> list[tuple[int, int]] | None:
+    """The matched (i, j) of a longest common subsequence, or None past ``max_d`` edits."""
+    n, m = len(a), len(b)
+    v: dict[int, int] = {1: 0}
+    trace: list[dict[int, int]] = []
+    for d in range(min(max_d, n + m) + 1):
+        trace.append(dict(v))
+        for k in range(-d, d + 1, 2):
+            x = v[k + 1] if k == -d or (k != d and v[k - 1] < v[k + 1]) else v[k - 1] + 1
+            y = x - k
+            while x < n and y < m and a[x] == b[y]:
+                x += 1
+                y += 1
+            v[k] = x
+            if x >= n and y >= m:
+                return _backtrack(trace, n, m)
+    return None
+
+
+def _backtrack(trace: list[dict[int, int]], n: int, m: int) -> list[tuple[int, int]]:
+    matches: list[tuple[int, int]] = []
+    x, y = n, m
+    for d in range(len(trace) - 1, -1, -1):
+        v = trace[d]
+        k = x - y
+        prev_k = k + 1 if k == -d or (k != d and v[k - 1] < v[k + 1]) else k - 1
+        prev_x = v[prev_k]
+        prev_y = prev_x - prev_k
+        while x > prev_x and y > prev_y:
+            x, y = x - 1, y - 1
+            matches.append((x, y))
+        x, y = prev_x, prev_y
+    matches.reverse()
+    return matches
+
+
+def _difflib(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
+    matcher = SequenceMatcher(None, list(a), list(b), autojunk=False)
+    return [(i + t, j + t) for i, j, size in matcher.get_matching_blocks() for t in range(size)]
+
+
+def opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[_Opcode]:
+    """difflib-style opcodes (equal, replace, delete, insert) of an LCS alignment."""
+    n, m = len(a), len(b)
+    lo = 0
+    while lo < n and lo < m and a[lo] == b[lo]:
+        lo += 1
+    hi = 0
+    while hi < n - lo and hi < m - lo and a[n - 1 - hi] == b[m - 1 - hi]:
+        hi += 1
+    mid_a, mid_b = a[lo : n - hi], b[lo : m - hi]
+    middle = _myers(mid_a, mid_b, MAX_EDITS) if mid_a and mid_b else []
+    if middle is None:
+        middle = _difflib(mid_a, mid_b)
+    matches = [(t, t) for t in range(lo)]
+    matches += [(i + lo, j + lo) for i, j in middle]
+    matches += [(n - hi + t, m - hi + t) for t in range(hi)]
+    ops: list[_Opcode] = []
+    i = j = 0
+    for mi, mj in [*matches, (n, m)]:
+        if mi > i or mj > j:
+            tag = "replace" if mi > i and mj > j else "delete" if mi > i else "insert"
+            ops.append((tag, i, mi, j, mj))
+        if (mi, mj) == (n, m):
+            break
+        if ops and ops[-1][0] == "equal" and ops[-1][2] == mi and ops[-1][4] == mj:
+            tag, i1, _, j1, _ = ops[-1]
+            ops[-1] = ("equal", i1, mi + 1, j1, mj + 1)
+        else:
+            ops.append(("equal", mi, mi + 1, mj, mj + 1))
+        i, j = mi + 1, mj + 1
+    return ops
+
+
+def align(
+    a_keys: Sequence[Hashable],
+    b_keys: Sequence[Hashable],
+    a_relaxed: Sequence[Hashable],
+    b_relaxed: Sequence[Hashable],
+) -> list[Pair]:
+    """Align two sequences by key: an LCS, then moves, then pairs that differ in a detail
+    (same relaxed key, same gap); in A's order, with B's extras where they fall."""
+    placed: list[tuple[tuple[float, int], Pair]] = []
+    a_left: list[tuple[int, int]] = []  # (position, gap)
+    b_left: list[tuple[int, int]] = []
+    gap_end: list[int] = []
+    for gap, (tag, i1, i2, j1, j2) in enumerate(opcodes(a_keys, b_keys)):
+        gap_end.append(i2)
+        if tag == "equal":
+            placed.extend(
+                ((i, 0), Pair(i, j)) for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
+            )
+        else:
+            a_left.extend((i, gap) for i in range(i1, i2))
+            b_left.extend((j, gap) for j in range(j1, j2))
+    waiting: dict[Hashable, deque[int]] = {}
+    for j, _ in b_left:
+        waiting.setdefault(b_keys[j], deque()).append(j)
+    used: set[int] = set()
+    rest_a: list[tuple[int, int]] = []
+    for i, gap in a_left:
+        queue = waiting.get(a_keys[i])
+        if queue:
+            j = queue.popleft()
+            used.add(j)
+            placed.append(((i, 0), Pair(i, j, moved=True)))
+        else:
+            rest_a.append((i, gap))
+    similar: dict[tuple[int, Hashable], deque[int]] = {}
+    for j, gap in b_left:
+        if j not in used:
+            similar.setdefault((gap, b_relaxed[j]), deque()).append(j)
+    for i, gap in rest_a:
+        queue = similar.get((gap, a_relaxed[i]))
+        if queue:
+            j = queue.popleft()
+            used.add(j)
+            placed.append(((i, 0), Pair(i, j)))
+        else:
+            placed.append(((i, 0), Pair(i, None)))
+    for j, gap in b_left:
+        if j not in used:
+            placed.append(((gap_end[gap] - 0.5, j), Pair(None, j)))
+    placed.sort(key=lambda t: t[0])
+    return [pair for _, pair in placed]
