@@ -152,6 +152,10 @@ class Upstream:
         """POST /test/ring: publish the cassette's unsolicited notifications; how many."""
         return int((await self.post_json("/test/ring", {}))["published"])
 
+    async def forget(self) -> int:
+        """POST /test/forget: every client's next connect gets 402::Unknown client; how many."""
+        return int((await self.post_json("/test/forget", {}))["forgotten"])
+
     async def publish(self, channel: str, data: Any) -> None:
         """POST /test/publish: publish one message on ``channel``."""
         await self.post_json("/test/publish", {"channel": channel, "data": data})
@@ -356,17 +360,22 @@ class DesktopProcess:
                 events.append({"event": "garbage", "line": line})
         return DesktopResult(self.process.returncode, events, self._stderr.text)
 
-    async def wait_event(self, name: str, timeout: float | None = None) -> dict[str, Any]:
-        """The first ``{"event": name}`` line; AssertionError if it does not come in time."""
+    async def wait_event(
+        self, name: str, timeout: float | None = None, *, nth: int = 1
+    ) -> dict[str, Any]:
+        """The ``nth`` ``{"event": name}`` line; AssertionError if it does not come in time."""
         assert self._stdout is not None
 
         def find(lines: list[str]) -> dict[str, Any] | None:
+            seen = 0
             for line in lines:
                 if f'"{name}"' in line:
                     with contextlib.suppress(ValueError):
                         event = json.loads(line)
                         if event.get("event") == name:
-                            return dict(event)
+                            seen += 1
+                            if seen == nth:
+                                return dict(event)
             return None
 
         try:
@@ -378,7 +387,7 @@ class DesktopProcess:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.process.wait(), 1)
             raise AssertionError(
-                f"desktop.mjs printed no {name!r} event ({type(e).__name__}):\n"
+                f"desktop.mjs printed no {name!r} event #{nth} ({type(e).__name__}):\n"
                 + self.snapshot().describe()
             ) from e
         return found

@@ -202,6 +202,38 @@ async def test_desktop_fails_clearly_when_handshakes_are_refused(
             )
 
 
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+async def test_desktop_subscribes_again_after_a_re_handshake(
+    cassette: Path, transport: str
+) -> None:
+    expected = jspeers.cassette_notifications(cassette)
+    # A 1 s hold: the forgotten client's next connect reply comes within a second.
+    async with jspeers.upstream_server(cassette, user=USER, password=PASSWORD, timeout=1) as up:
+        desktop = jspeers.start_desktop(
+            up.url,
+            transport=transport,
+            count=len(expected),
+            login=True,
+            user=USER,
+            password=PASSWORD,
+        )
+        async with desktop:
+            first = await desktop.wait_event("subscribed")
+            assert await up.forget() == 1
+            second = await desktop.wait_event("subscribed", nth=2)
+            assert second["clientId"] != first["clientId"]
+            assert await up.ring() == 1
+            result = await desktop.result()
+    assert result.notifications == expected
+    assert [(r["body"] or {}).get("operationName") for r in result.rest] == [
+        None,
+        "Answer",
+        "InitiateTransfer",
+        "CompleteTransfer",
+    ]
+    assert "402::Unknown client" in result.stderr
+
+
 async def test_desktop_fails_on_its_deadline(cassette: Path) -> None:
     async with jspeers.upstream_server(cassette, user=USER, password=PASSWORD) as upstream:
         desktop = jspeers.start_desktop(
@@ -210,12 +242,11 @@ async def test_desktop_fails_on_its_deadline(cassette: Path) -> None:
             count=1,
             user=USER,
             password=PASSWORD,
-            deadline_ms=1_500,
+            deadline_ms=2_000,
             no_ops=True,
         )
         async with desktop:
-            await desktop.ready()
-            with pytest.raises(AssertionError, match="deadline of 1500 ms passed: 0 of 1"):
+            with pytest.raises(AssertionError, match="deadline of 2000 ms passed: 0 of 1"):
                 await desktop.result()
 
 

@@ -8,6 +8,7 @@
 // It handshakes at URL + /api/v2/notifications with the chosen transport only, subscribes
 // (again after every re-handshake: the client drops subscriptions on each one) and prints one
 // JSON line on stdout per event:
+//   {"event":"subscribed","clientId":..}                subscribed, after every handshake
 //   {"event":"ready"}                                   subscribed, the first time only
 //   {"event":"notification","channel":..,"data":..}     every message received, once
 //   {"event":"rest","method","path","body","status","response"}   every REST exchange
@@ -368,9 +369,10 @@ class Desktop {
               fail(`subscription to ${channel} refused: ${describeFailure(reply)}`);
             }
             acknowledged += 1;
-            if (acknowledged === this.o.channels.length && !this.ready) {
+            if (acknowledged === this.o.channels.length) {
+              emit({ event: "subscribed", clientId: cometd.getClientId() });
+              if (!this.ready) emit({ event: "ready" });
               this.ready = true;
-              emit({ event: "ready" });
             }
           },
         );

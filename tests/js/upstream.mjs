@@ -34,6 +34,10 @@
 //   before its first operation (exchange with an operationName; else before its first
 //   exchange), in order; answers {"published": N}.
 // - POST /test/publish {"channel": .., "data": ..}: publishes one message.
+// - POST /test/forget: the next /meta/connect reply to every client connected so far is
+//   {"successful":false,"error":"402::Unknown client","advice":{"reconnect":"handshake"}}
+//   (what GWS answers for a lost session), so clients re-handshake (a connect is held up to
+//   --timeout seconds, so use a short one); answers {"forgotten": N}.
 // - GET /ui/PATH (with --ui DIR): static files from DIR with Content-Type, ETag and
 //   Last-Modified; 304 to a matching If-None-Match or a fresh If-Modified-Since.
 
@@ -219,8 +223,36 @@ class Upstream {
     this.sessions = new Map(); // JSESSIONID -> CSRF token
     this.bayeux = new faye.NodeAdapter({ mount: BAYEUX_PATH, timeout: options.timeout });
     this.publisher = this.bayeux.getClient();
+    this.clients = new Set(); // clientIds handed to remote clients
+    this.doomed = new Set(); // clientIds whose next /meta/connect reply is 402::Unknown client
+    this.bayeux.addExtension({
+      outgoing: (message, request, callback) => callback(this.outgoing(message, request)),
+    });
     this.server = http.createServer((req, res) => this.onRequest(req, res));
     this.server.on("upgrade", (req, socket, head) => this.onUpgrade(req, socket, head));
+  }
+
+  // Faye's replies on their way out: note the clients, and make a doomed client re-handshake
+  // with the reply a real Genesys server gives to a session it lost.
+  outgoing(message, request) {
+    if (message.channel === "/meta/handshake" && message.successful && request) {
+      this.clients.add(message.clientId);
+    }
+    if (message.channel === "/meta/connect" && this.doomed.delete(message.clientId)) {
+      this.clients.delete(message.clientId);
+      // Really lose the session (faye has no public call for it), or faye would keep
+      // queueing events for the old clientId and deliver them on its socket.
+      this.bayeux._server._engine.destroyClient(message.clientId);
+      return {
+        id: message.id,
+        channel: "/meta/connect",
+        clientId: message.clientId,
+        successful: false,
+        error: "402::Unknown client",
+        advice: { reconnect: "handshake", interval: 0 },
+      };
+    }
+    return message;
   }
 
   // The user a request authenticates as, or null.
@@ -366,6 +398,10 @@ class Upstream {
     if (pathname === "/test/ring") {
       await this.publish(this.cassette.unsolicited);
       return sendJson(response, 200, { published: this.cassette.unsolicited.length });
+    }
+    if (pathname === "/test/forget") {
+      for (const clientId of this.clients) this.doomed.add(clientId);
+      return sendJson(response, 200, { forgotten: this.doomed.size });
     }
     if (pathname === "/test/publish") {
       let message;
