@@ -20,6 +20,11 @@ when the desktop sends it. ``speed`` 0 means no waiting (order kept), 1 the reco
 A due notification waits for the desktop to hold a matching subscription (the CometD client
 drops its subscriptions on every re-handshake), at most ``subscribe_wait`` seconds; past that
 it is skipped and reported, so that one channel nobody listens to does not stall the rest.
+
+Presenter controls: ``paused`` holds every notification until ``resume(now)``, after which the
+recorded pace starts again from ``now``. In ``step`` mode the clock releases nothing: each
+``release_next()`` lets the next notification go, together with the notifications right after
+it that the same exchange caused (a group).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Timeline:
         start: float,
         speed: float = 1.0,
         subscribe_wait: float = 30.0,
+        step: bool = False,
     ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0")
@@ -101,6 +107,10 @@ class Timeline:
         self.waiting_since: float | None = None
         self.served = 0
         self.misses = 0
+        self.step = step
+        self.paused = False
+        self.permits = 0
+        self._group: str | None = None  # the cause whose notifications a permit is releasing
 
     # -- requests
 
@@ -170,7 +180,15 @@ class Timeline:
                 if cause_at is None:
                     break
                 not_before = max(not_before, cause_at)
-            due_at = not_before + gap
+            if self.paused:
+                break
+            if self.step:
+                in_group = event.cause is not None and event.cause == self._group
+                if not in_group and self.permits == 0:
+                    break
+                due_at = now
+            else:
+                due_at = not_before + gap
             if due_at > now:
                 out.wake_at = due_at
                 break
@@ -187,9 +205,36 @@ class Timeline:
                 out.delivered.append(event)
                 # Held back by a missing subscription: later gaps count from the real delivery.
                 self.last_release = now if self.waiting_since is not None else due_at
+            if self.step and not (event.cause is not None and event.cause == self._group):
+                self.permits -= 1
+                self._group = event.cause
             self.waiting_since = None
             self.release_index += 1
         return out
+
+    # -- presenter controls
+
+    def release_next(self) -> None:
+        """Step mode: let the next notification (and the rest of its group) go."""
+        self.permits += 1
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self, now: float) -> None:
+        """Go on at the recorded pace from ``now``."""
+        self.paused = False
+        self.last_release = max(self.last_release, now)
+
+    def set_speed(self, speed: float) -> None:
+        if speed < 0:
+            raise ValueError("speed must be >= 0")
+        self.speed = speed
+
+    @property
+    def next_event(self) -> Event | None:
+        """The chain event the replay waits for (a request or a notification)."""
+        return self.chain[self.release_index] if self.release_index < len(self.chain) else None
 
     @property
     def waiting_for_subscription(self) -> Notification | None:
