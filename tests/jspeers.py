@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,17 @@ class Upstream:
     def stderr(self) -> str:
         return self._stderr.text
 
+    async def sync(self, timeout: float = 10) -> list[dict[str, Any]]:
+        """The logged requests, once every request answered so far has been logged."""
+        marker = f"/test/ping?{uuid.uuid4().hex}"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(self.url + marker) as response,
+        ):
+            assert response.status == 200, f"{marker} answered {response.status}"
+        await self._stdout.wait_for(lambda lines: any(marker in line for line in lines), timeout)
+        return [r for r in self.requests if r.get("path") != marker]
+
     async def ring(self) -> int:
         """POST /test/ring: publish the cassette's unsolicited notifications; how many."""
         return int((await self.post_json("/test/ring", {}))["published"])
@@ -261,7 +273,7 @@ class DesktopResult:
     def notifications(self) -> list[dict[str, Any]]:
         """Every message received, in order, as ``{"channel", "data"}``."""
         return [
-            {"channel": e["channel"], "data": e["data"]}
+            {"channel": e["channel"], "data": e.get("data")}
             for e in self.events
             if e.get("event") == "notification"
         ]

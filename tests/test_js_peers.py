@@ -60,7 +60,7 @@ async def test_desktop_plays_the_two_step_transfer_against_upstream(
             await desktop.ready()
             assert await upstream.ring() == 1
             result = await desktop.result()
-        requests = upstream.requests
+        requests = await upstream.sync()
 
     assert result.notifications == expected
     calls = [n["data"]["call"] for n in expected]

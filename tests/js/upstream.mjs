@@ -34,6 +34,8 @@
 //   before its first operation (exchange with an operationName; else before its first
 //   exchange), in order; answers {"published": N}.
 // - POST /test/publish {"channel": .., "data": ..}: publishes one message.
+// - GET /test/ping?ANYTHING: {"pong": true}; once its line is out, so are the lines of every
+//   request answered before it.
 // - POST /test/forget: the next /meta/connect reply to every client connected so far is
 //   {"successful":false,"error":"402::Unknown client","advice":{"reconnect":"handshake"}}
 //   (what GWS answers for a lost session), so clients re-handshake (a connect is held up to
@@ -296,7 +298,9 @@ class Upstream {
     const line = this.describe(request, false);
     response.on("finish", () => emit({ ...line, status: response.statusCode }));
     response.on("close", () => {
-      if (!response.writableFinished) emit({ ...line, status: response.statusCode, aborted: true });
+      if (!response.writableFinished) {
+        emit({ ...line, status: response.headersSent ? response.statusCode : null, aborted: true });
+      }
     });
     this.route(request, response, line).catch((e) => {
       process.stderr.write(`upstream: ${request.method} ${request.url}: ${e.stack || e}\n`);
@@ -394,6 +398,7 @@ class Upstream {
   }
 
   async testHook(request, response, pathname) {
+    if (pathname === "/test/ping") return sendJson(response, 200, { pong: true });
     if (request.method !== "POST") return sendJson(response, 405, { error: "POST only" });
     if (pathname === "/test/ring") {
       await this.publish(this.cassette.unsolicited);
