@@ -166,6 +166,15 @@ async def test_api_and_bayeux_need_basic_auth(cassette: Path) -> None:
         async with http.post(url + bayeux, json=handshake, headers=AUTH) as r:
             assert r.status == 200
             assert (await r.json())[0]["successful"] is True
+        jsonp = {"jsonp": "cb", "message": json.dumps(handshake)}
+        async with http.get(url + bayeux, params=jsonp) as r:
+            assert r.status == 401
+        async with http.get(url + bayeux, params=jsonp, headers=AUTH) as r:
+            assert r.status == 200
+            assert r.content_type == "text/javascript"
+            text = await r.text()
+            assert text.startswith("/**/cb(") and text.endswith(");")
+            assert json.loads(text[len("/**/cb(") : -2])[0]["successful"] is True
         async with http.ws_connect(url + bayeux, headers=AUTH) as ws:
             await ws.send_json(handshake)
             reply = await ws.receive_json(timeout=10)

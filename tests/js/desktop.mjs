@@ -278,7 +278,7 @@ class Desktop {
     if (this.finishing) return;
     this.received += 1;
     if (this.o.ops) this.act(message);
-    if (this.o.count !== undefined && this.received >= this.o.count) this.finish("count");
+    if (this.o.count !== undefined && this.received >= this.o.count) this.finish();
   }
 
   setUpTransports() {
