@@ -808,3 +808,159 @@ async def test_a_left_journal_blocks_a_new_recording_until_recovered(tmp_path: P
     code, _, stderr = await run_cli("recover", str(out))
     assert code == 0, stderr
     assert cas.load(out).desktop().events == []
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A lab server's self-signed certificate for 127.0.0.1: (cert, key) PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab-gws")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "lab.pem", directory / "lab.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_an_https_upstream_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    gws = FakeGws()
+    runner = web.AppRunner(gws.app(), shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    statuses = {}
+    try:
+        for flag in ("", "--insecure"):
+            out = tmp_path / f"tls{flag}.json"
+            async with recording(upstream, out, "-q", *([flag] if flag else [])) as rec:
+                async with (
+                    aiohttp.ClientSession(headers={"Authorization": BASIC}) as http,
+                    http.get(rec.url + "/api/v2/me") as r,
+                ):
+                    statuses[flag] = r.status
+                assert await rec.stop() == 0
+            (x,) = events_of(rec.cassette())[0]
+            assert rec.cassette().meta.upstream == upstream
+            if flag:
+                assert x.response is not None and x.response.status == 200
+            else:
+                assert x.response is None and x.error and "certificate" in x.error.lower()
+    finally:
+        await runner.cleanup()
+    assert statuses == {"": 502, "--insecure": 200}
+
+
+async def test_regular_proxy_mode_records_only_the_upstream(tmp_path: Path) -> None:
+    gws, other = FakeGws(), FakeGws()
+    out = tmp_path / "regular.json"
+    async with (
+        serve(gws.app()) as upstream,
+        serve(other.app()) as elsewhere,
+        recording(upstream, out, "-q", "--mode", "regular") as rec,
+    ):
+        async with aiohttp.ClientSession(headers={"Authorization": BASIC}) as http:
+            for base in (upstream, elsewhere, upstream):
+                async with http.get(base + "/api/v2/me", proxy=rec.url) as r:
+                    assert r.status == 200
+            async with http.get(upstream + "/ui/app.js", proxy=rec.url) as r:
+                assert await r.read() == APP_JS
+        assert await rec.stop() == 0
+    cassette = rec.cassette()
+    exchanges, _ = events_of(cassette)
+    assert len(exchanges) == 2
+    assert [a.path for a in cassette.assets] == ["/ui/app.js"]
+    assert cassette.meta.upstream == upstream
+
+
+async def test_the_addon_runs_in_mitmdump(tmp_path: Path) -> None:
+    import shutil
+
+    import relay.record
+
+    mitmdump = shutil.which("mitmdump")
+    if mitmdump is None:
+        pytest.skip("mitmdump is not on PATH")
+    gws = FakeGws()
+    out = tmp_path / "dump.json"
+    async with serve(gws.app()) as upstream:
+        process = await asyncio.create_subprocess_exec(
+            mitmdump,
+            "--mode",
+            f"reverse:{upstream}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            "0",
+            "--set",
+            f"confdir={tmp_path / 'conf'}",
+            "-s",
+            relay.record.__file__,
+            "--set",
+            f"relay_output={out}",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        stdout, stderr = _Lines(process.stdout), _Lines(process.stderr)
+        try:
+
+            def port(lines: list[str]) -> str | None:
+                for line in lines:
+                    if "listening at" in line:
+                        return line.rsplit(":", 1)[1].rstrip(".")
+                return None
+
+            try:
+                found = await stdout.wait_for(port, START_TIMEOUT)
+            except (TimeoutError, EOFError) as e:
+                raise AssertionError(stdout.text + stderr.text) from e
+            desktop = Desktop(f"http://127.0.0.1:{found}")
+            try:
+                await desktop.login()
+                await desktop.operation(CALL_5, "Hold")
+            finally:
+                await desktop.close()
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 15)
+        finally:
+            await _stop(process)
+            await stdout.finish()
+            await stderr.finish()
+    exchanges, _ = events_of(cas.load(out))
+    assert [x.request.operation_name for x in exchanges] == [None, "Hold"]
+    assert cas.load(out).meta.upstream == upstream
+    assert_no_secret(out, PASSWORD, gws.csrf, gws.session_id)
