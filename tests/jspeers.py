@@ -124,6 +124,12 @@ class _Lines:
         return "\n".join(self.lines)
 
 
+#: Public names for the two process helpers other test modules reuse for their own processes
+#: (``_Lines`` and ``_stop`` stay importable).
+Lines = _Lines
+stop_process = _stop
+
+
 # --- the upstream ---------------------------------------------------------------------------
 
 
