@@ -30,6 +30,7 @@ from relay.cassette import Asset, Body, Cassette, Desktop, Exchange, Notificatio
 from relay.errors import BayeuxError
 from relay.matching import describe_request, explain
 from relay.redact import PLACEHOLDER_RE
+from relay.summary import one_line
 from relay.timeline import Served, Timeline
 
 SESSION_COOKIE = "relay_session"
@@ -66,6 +67,8 @@ class ReplayOptions:
     desktop: str | None = None
     subscribe_wait: float = 30.0
     session_idle: float = 600.0
+    step: bool = False
+    loop: bool = False
 
 
 @dataclass(slots=True)
@@ -105,6 +108,10 @@ class Replayer:
         self.conns: dict[str, ClientConn] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self.closing = False
+        # Presenter settings: they start from the options and change at run time.
+        self.speed = options.speed
+        self.paused = False
+        self.step = options.step
         self._numbers = itertools.count(1)
         self.unmatched: list[dict[str, Any]] = []
         self.assets: dict[tuple[str, str], Asset] = {}
@@ -121,16 +128,62 @@ class Replayer:
 
     def new_session(self, origin: str, sid: str | None = None) -> Session:
         sid = sid or self.new_sid()
-        timeline = Timeline(
-            self.desktop,
-            start=self.now(),
-            speed=self.options.speed,
-            subscribe_wait=self.options.subscribe_wait,
-        )
-        session = Session(sid, timeline, origin, last_seen=self.now())
+        session = Session(sid, self._timeline(), origin, last_seen=self.now())
         self.sessions[sid] = session
         self.log(f"session {sid}: new desktop session from {origin}")
         return session
+
+    def _timeline(self) -> Timeline:
+        timeline = Timeline(
+            self.desktop,
+            start=self.now(),
+            speed=self.speed,
+            subscribe_wait=self.options.subscribe_wait,
+            step=self.step,
+        )
+        if self.paused:
+            timeline.pause()
+        return timeline
+
+    def reset(self, session: Session) -> None:
+        """Start a session's scenario again from the top (its clients stay connected)."""
+        session.timeline = self._timeline()
+        self.log(f"session {session.sid}: reset to the start of the cassette")
+        self.pump(session)
+
+    def touch(self, session: Session) -> None:
+        """A request of the session: with ``loop``, a finished scenario starts again."""
+        session.last_seen = self.now()
+        if self.options.loop and session.timeline.finished:
+            self.log(f"session {session.sid}: played the whole cassette, looping")
+            self.reset(session)
+
+    # -- presenter controls (the control API and the terminal call these)
+
+    def release_next(self, sid: str | None = None) -> list[str]:
+        """Step mode: release the next group of notifications (of one session, or all)."""
+        chosen = [self.sessions[sid]] if sid else list(self.sessions.values())
+        for session in chosen:
+            session.timeline.release_next()
+            self.pump(session)
+        return [s.sid for s in chosen]
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        for session in self.sessions.values():
+            if paused:
+                session.timeline.pause()
+            else:
+                session.timeline.resume(self.now())
+            self.pump(session)
+        self.log("paused" if paused else "resumed")
+
+    def set_speed(self, speed: float) -> None:
+        self.speed = speed
+        for session in self.sessions.values():
+            session.timeline.set_speed(speed)
+            self.pump(session)
+        self.log(f"speed {speed:g}")
 
     def live(self) -> list[Session]:
         """Sessions still in play; idle ones without Bayeux clients are dropped."""
@@ -191,7 +244,7 @@ class Replayer:
             else:
                 self.bayeux.enqueue(client, message)
                 conn.wake.set()
-        self.log(f"session {session.sid}: <- {describe_notification(n)}")
+        self.log(f"session {session.sid}: <- {one_line(n, self.cassette)}")
 
     # -- origins
 
@@ -208,19 +261,6 @@ def _query_key(pairs: list[tuple[str, str]]) -> str:
 
 def client_origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
-
-
-def describe_notification(n: Notification) -> str:
-    """``n2 /v2/me/calls StatusChange 011DJ…005 Established (x1)``."""
-    data = n.data if isinstance(n.data, dict) else {}
-    call = data.get("call") if isinstance(data.get("call"), dict) else None
-    parts = [n.id, n.channel]
-    if isinstance(data.get("notificationType"), str):
-        parts.append(data["notificationType"])
-    if call is not None:
-        parts += [str(call.get("id", "?")), str(call.get("state", "?"))]
-    parts.append(f"(caused by {n.cause})" if n.cause else "(unsolicited)")
-    return " ".join(parts)
 
 
 REPLAYER = web.AppKey("replayer", Replayer)
@@ -333,7 +373,7 @@ async def rest_handler(request: web.Request) -> web.StreamResponse:
             )
         session = able[0] if able else replayer.new_session(origin)
         new_cookie = not able
-    session.last_seen = replayer.now()
+    replayer.touch(session)
     served = session.timeline.serve(incoming, replayer.now())
     if not served.ok or served.exchange is None:
         response = _no_match(replayer, session, incoming, served)
@@ -414,7 +454,7 @@ def _after(
             conn.ws_out = ws
         owning = replayer.sessions.get(client.owner)
         if owning is not None:
-            owning.last_seen = replayer.now()
+            replayer.touch(owning)
     if outcome.disconnected is not None:
         c = outcome.disconnected
         released = replayer.conns.pop(c.client_id, None)
@@ -611,6 +651,9 @@ def create_app(
     app[REPLAYER] = replayer
     if assets_dir is not None:
         app[ASSETS_DIR] = assets_dir
+    from relay import control  # control builds on this module: imported late, no cycle
+
+    control.add_routes(app)
     base = replayer.bayeux_path
     for path in (base, base + "/", base + "/{tail:.*}"):
         app.router.add_route("GET", path, bayeux_handler)

@@ -18,7 +18,11 @@ async def relay_server(*args: str) -> AsyncIterator[tuple[str, asyncio.subproces
     The URL comes from the ``listening on http://HOST:PORT`` line it must print first.
     """
     proc = await asyncio.create_subprocess_exec(
-        *RELAY, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *RELAY,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None

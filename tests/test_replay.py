@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
+from rawbayeux import BAYEUX, bayeux, collect, connect, events, handshake, states, subscribe
 
 from relay import cassette as cas
 from relay.replay import REPLAYER, ReplayOptions, create_app
@@ -19,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = cas.load(ROOT / "cassettes" / "two-step-transfer.json")
 CALL = "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005"
 CONSULT = "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000006"
-BAYEUX = "/api/v2/notifications"
 
 ANSWER = {"operationName": "Answer"}
 TRANSFER = {"operationName": "InitiateTransfer", "destination": {"phoneNumber": "5001"}}
@@ -34,74 +34,6 @@ def logs() -> list[str]:
 async def client(aiohttp_client: Any, logs: list[str]) -> TestClient:  # type: ignore[type-arg]
     app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=2000), log=logs.append)
     return await aiohttp_client(app)
-
-
-async def bayeux(client: TestClient, messages: Any, **kw: Any) -> list[dict[str, Any]]:  # type: ignore[type-arg]
-    resp = await client.post(BAYEUX, data=orjson.dumps(messages), **kw)
-    assert resp.status == 200, await resp.text()
-    result: list[dict[str, Any]] = await resp.json()
-    return result
-
-
-async def handshake(client: TestClient, **kw: Any) -> str:  # type: ignore[type-arg]
-    (reply,) = await bayeux(
-        client,
-        [
-            {
-                "channel": "/meta/handshake",
-                "version": "1.0",
-                "id": "1",
-                "supportedConnectionTypes": ["long-polling"],
-            }
-        ],
-        **kw,
-    )
-    assert reply["successful"] is True
-    client_id: str = reply["clientId"]
-    return client_id
-
-
-async def connect(client: TestClient, client_id: str, **kw: Any) -> list[dict[str, Any]]:  # type: ignore[type-arg]
-    return await bayeux(
-        client,
-        [
-            {
-                "channel": "/meta/connect",
-                "clientId": client_id,
-                "connectionType": "long-polling",
-                "id": "c",
-            }
-        ],
-        **kw,
-    )
-
-
-async def subscribe(client: TestClient, client_id: str, *subs: str) -> None:  # type: ignore[type-arg]
-    replies = await bayeux(
-        client,
-        [
-            {"channel": "/meta/subscribe", "clientId": client_id, "subscription": s, "id": str(i)}
-            for i, s in enumerate(subs)
-        ],
-    )
-    assert [r["subscription"] for r in replies if r["channel"] == "/meta/subscribe"] == list(subs)
-
-
-def events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if not m["channel"].startswith("/meta/")]
-
-
-def states(messages: list[dict[str, Any]]) -> list[str]:
-    return [m["data"]["call"]["state"] for m in events(messages)]
-
-
-async def collect(client: TestClient, client_id: str, count: int) -> list[dict[str, Any]]:  # type: ignore[type-arg]
-    got: list[dict[str, Any]] = []
-    for _ in range(count + 5):
-        got += events(await connect(client, client_id))
-        if len(got) >= count:
-            break
-    return got
 
 
 async def test_rest_answer_is_the_recorded_one_and_sets_the_session_cookie(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 
@@ -12,7 +13,7 @@ from aiohttp import web
 from relay.cassette import assets_dir
 from relay.cli.common import UserError, load_cassette
 from relay.errors import RelayError
-from relay.replay import ReplayOptions, create_app
+from relay.replay import REPLAYER, ReplayOptions, create_app
 
 
 def _echo(line: str) -> None:
@@ -20,7 +21,25 @@ def _echo(line: str) -> None:
     sys.stdout.flush()
 
 
-async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
+def _release_on_enter(app: web.Application) -> None:
+    """Step mode: each line on standard input (Enter) releases the next group."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def on_line() -> None:
+        if not sys.stdin.readline():  # end of input: no presenter at this terminal
+            loop.remove_reader(fd)
+            return
+        app[REPLAYER].release_next()
+
+    # stdin may be nothing to wait on (a regular file): the control page still works then.
+    with contextlib.suppress(OSError, ValueError, NotImplementedError):
+        loop.add_reader(fd, on_line)
+
+
+async def serve_until_stopped(
+    app: web.Application, host: str, port: int, *, step: bool = False
+) -> None:
     """Listen, print ``listening on http://HOST:PORT`` (flushed), serve until SIGINT/SIGTERM."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
@@ -33,6 +52,9 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
     bound = runner.addresses[0]
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     _echo(f"listening on http://{shown}:{bound[1]}")
+    if step:
+        _echo(f"step mode: press Enter (or use http://{shown}:{bound[1]}/_relay/) to release")
+        _release_on_enter(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,6 +104,16 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
     show_default=True,
     help="Seconds a due notification waits for a matching subscription before it is skipped.",
 )
+@click.option(
+    "--step",
+    is_flag=True,
+    help="Release notifications one group at a time, on Enter or from the control page.",
+)
+@click.option(
+    "--loop",
+    is_flag=True,
+    help="When a session has played the whole cassette, start again on its next request.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the listening line and errors.")
 def replay(
     cassette: str,
@@ -92,6 +124,8 @@ def replay(
     keep_origin: bool,
     desktop: str | None,
     subscribe_wait: float,
+    step: bool,
+    loop: bool,
     quiet: bool,
 ) -> None:
     """Replay CASSETTE: its REST answers and its CometD notifications, in order."""
@@ -102,6 +136,8 @@ def replay(
         keep_origin=keep_origin,
         desktop=desktop,
         subscribe_wait=subscribe_wait,
+        step=step,
+        loop=loop,
     )
     store = assets_dir(cassette)
     try:
@@ -113,4 +149,4 @@ def replay(
         )
     except RelayError as e:
         raise UserError(f"{cassette}: {e}") from e
-    asyncio.run(serve_until_stopped(app, host, port))
+    asyncio.run(serve_until_stopped(app, host, port, step=step))
