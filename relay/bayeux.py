@@ -86,7 +86,8 @@ def validate_messages(value: Any) -> list[Message]:
         if not isinstance(channel, str) or not is_valid_channel(channel, wildcards=False):
             raise BayeuxError(f"message {i} has no valid 'channel'")
         mid = message.get("id")
-        if mid is not None and not isinstance(mid, str | int):
+        # bool is an int in Python, but ``true`` is not a message id.
+        if mid is not None and (isinstance(mid, bool) or not isinstance(mid, str | int)):
             raise BayeuxError(f"message {i} has an 'id' that is neither a string nor a number")
         cid = message.get("clientId")
         if cid is not None and not isinstance(cid, str):
@@ -235,7 +236,9 @@ class Bayeux:
     def _handshake(self, message: Message, owner: str) -> Outcome:
         offered = message.get("supportedConnectionTypes")
         offered_list = offered if isinstance(offered, list) else list(self.connection_types)
-        if not set(offered_list) & set(self.connection_types):
+        # Only strings name a connection type (and other JSON values may not even hash).
+        offered_types = {t for t in offered_list if isinstance(t, str)}
+        if not offered_types & set(self.connection_types):
             reply = self._reply(
                 message,
                 successful=False,
