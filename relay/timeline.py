@@ -88,7 +88,10 @@ class Timeline:
         origin = desktop.events[0].at_ms if desktop.events else 0
         previous = [origin] + [e.at_ms for e in self.chain[:-1]]
         self._gaps = [(e.at_ms - p) / 1000.0 for e, p in zip(self.chain, previous, strict=True)]
-        self._own_exchanges = {e.id for e in desktop.exchanges()}
+        # Causes a notification waits for: this desktop's non-GET exchanges, which the desktop
+        # sends in order. A GET (matched in any order, never in ``matched_at``) or another
+        # desktop's exchange would hold the rest of the chain back for good.
+        self._own_exchanges = {e.id for e in self.chain if isinstance(e, Exchange)}
         # For GETs: each recorded GET with the number of non-GET exchanges recorded before it.
         self._gets: list[tuple[int, Exchange]] = []
         seen = 0
