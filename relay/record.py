@@ -153,7 +153,11 @@ class Recorder:
         while True:
             await asyncio.sleep(1.0)
             if self.journal is not None:
-                await asyncio.to_thread(self.journal.sync)
+                try:  # off the event loop: an fsync may take a while on a busy disk
+                    await asyncio.to_thread(self.journal.sync)
+                except OSError as e:
+                    self.status.errors += 1
+                    logger.error("relay: cannot sync the journal (%s)", e)
             if not self.status.tty:
                 self.status.show()
 

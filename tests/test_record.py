@@ -964,3 +964,120 @@ async def test_the_addon_runs_in_mitmdump(tmp_path: Path) -> None:
     assert [x.request.operation_name for x in exchanges] == [None, "Hold"]
     assert cas.load(out).meta.upstream == upstream
     assert_no_secret(out, PASSWORD, gws.csrf, gws.session_id)
+
+
+# --- the addon's hooks in process (mitmproxy's own test helpers) ----------------------------
+
+
+@pytest.fixture
+async def addon(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, Path]]:
+    from mitmproxy.test import taddons
+
+    from relay.record import Recorder
+
+    recorder = Recorder()
+    out = tmp_path / "unit.json"
+    with taddons.context(recorder) as tctx:
+        tctx.configure(
+            recorder, relay_output=str(out), relay_status=False, mode=["reverse:http://gws:8080"]
+        )
+        recorder.running()
+        yield recorder, tctx, out
+        recorder.done()
+
+
+def _journal(out: Path) -> list[dict[str, Any]]:
+    lines = Path(str(out) + ".journal").read_bytes().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+async def test_websocket_frames_are_journaled_then_dropped(addon: Any) -> None:
+    from mitmproxy import websocket
+    from mitmproxy.test import tflow
+    from wsproto.frame_protocol import Opcode
+
+    recorder, _, out = addon
+    flow = tflow.twebsocketflow()
+    flow.request.path = BAYEUX
+    assert flow.websocket is not None
+    flow.websocket.messages = []
+    frames = [
+        (True, b'[{"channel":"/meta/connect","id":"1"}]'),
+        (False, b'[{"channel":"/v2/me/calls","data":{"call":{"id":"c","state":"Ringing"}}}]'),
+        (False, b'[{"channel":"/meta/connect","successful":true}]'),
+    ]
+    for from_client, content in frames:
+        flow.websocket.messages.append(
+            websocket.WebSocketMessage(Opcode.TEXT, from_client, content)
+        )
+        recorder.websocket_message(flow)
+        assert flow.websocket.messages == []  # nothing retained for the connection's life
+    notes = [r for r in _journal(out) if r["t"] == "notification"]
+    assert [n["message"]["data"]["call"]["state"] for n in notes] == ["Ringing"]
+    assert _journal(out)[0]["upstream"] == "http://gws:8080"
+
+
+async def test_conditional_headers_are_stripped_except_on_bayeux(addon: Any) -> None:
+    from mitmproxy.test import tflow, tutils
+
+    recorder, _, _ = addon
+    for path, stripped in (("/ui/app.js", True), ("/api/v2/me", True), (BAYEUX, False)):
+        flow = tflow.tflow(req=tutils.treq(path=path.encode()))
+        flow.request.headers["If-None-Match"] = '"v1"'
+        flow.request.headers["If-Modified-Since"] = "Thu, 01 Jan 2026 00:00:00 GMT"
+        recorder.requestheaders(flow)
+        assert ("If-None-Match" not in flow.request.headers) is stripped
+        assert ("If-Modified-Since" not in flow.request.headers) is stripped
+
+
+async def test_an_exchange_journals_its_request_before_its_answer(addon: Any) -> None:
+    from mitmproxy.test import tflow, tutils
+
+    recorder, _, out = addon
+    flow = tflow.tflow(
+        req=tutils.treq(method=b"POST", path=b"/api/v2/me/calls/c1", content=b'{"a":1}')
+    )
+    recorder.request(flow)
+    assert [r["t"] for r in _journal(out)] == ["start", "request"]
+    flow.error = tflow.terr("Connection reset by peer")
+    recorder.error(flow)
+    recorder.error(flow)  # an error after the first is not a second answer
+    assert [r["t"] for r in _journal(out)] == ["start", "request", "error"]
+    assert recorder.status.errors == 1 and recorder.status.exchanges == 1
+
+
+def test_status_line_in_place_on_a_terminal_plain_lines_otherwise() -> None:
+    import io
+
+    from relay.record import Status
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    status = Status(tty, True)
+    status.exchanges = 2
+    status.changed()
+    status.notifications = 1
+    status.changed()
+    status.show(final=True)
+    assert tty.getvalue() == (
+        "\r\x1b[Krelay: 2 exchanges, 0 notifications, 0 assets, 0 errors"
+        "\r\x1b[Krelay: 2 exchanges, 1 notifications, 0 assets, 0 errors"
+        "\r\x1b[Krelay: 2 exchanges, 1 notifications, 0 assets, 0 errors\n"
+    )
+    plain = io.StringIO()
+    status = Status(plain, True)
+    status.changed()  # not a terminal: only the ticker shows it, once per change
+    status.show()
+    status.show()
+    status.errors = 1
+    status.show()
+    assert plain.getvalue().splitlines() == [
+        "relay: 0 exchanges, 0 notifications, 0 assets, 0 errors",
+        "relay: 0 exchanges, 0 notifications, 0 assets, 1 errors",
+    ]
+    quiet = io.StringIO()
+    Status(quiet, False).show(final=True)
+    assert quiet.getvalue() == ""
