@@ -29,8 +29,9 @@ Everything here is pure: values in, new values out; the input is never modified.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 JSON = Any
@@ -138,68 +139,55 @@ def looks_like_id(segment: str) -> bool:
     return bool(_UUID.match(segment) or _ID_SEGMENT.match(segment))
 
 
-# (kind, raw value, whether it is only a reference) -> token
-_Namer = Callable[[str, str, bool], str]
+# What a key's scalar value is (decided once per key name, see ``_rule``).
+_PLAIN, _DROP, _NUMBER, _ID, _ID_BY_PARENT, _URI = range(6)
+
+#: A URI taken apart: whether it had an origin, its path segments (literal, or (kind, raw) for
+#: an id), what followed the path (``?query``), and the ids alone.
+_ParsedUri = tuple[bool, tuple[str | tuple[str, str], ...], str, tuple[tuple[str, str], ...]]
 
 
-class _Walker:
-    """One walk over a document; ``name`` decides what an identifier becomes."""
+@functools.lru_cache(maxsize=4096)
+def _rule(key: str) -> tuple[int, str, bool]:
+    """(what the key holds, the id kind if known, whether it only refers to another object)."""
+    reference = key.startswith(REFERENCE_PREFIXES)
+    if is_dropped_key(key):
+        return _DROP, "", False
+    if key in NUMBER_KEYS:
+        return _NUMBER, "number", False
+    if key in ID_KEY_KINDS:
+        return _ID, ID_KEY_KINDS[key], reference
+    if key == "id":
+        return _ID_BY_PARENT, "", False
+    if is_uri_key(key):
+        return _URI, "", reference
+    return _PLAIN, "", False
 
-    __slots__ = ("keep_numbers", "name")
 
-    def __init__(self, name: _Namer, *, keep_numbers: bool) -> None:
-        self.name = name
-        self.keep_numbers = keep_numbers
+@functools.lru_cache(maxsize=65536)
+def _parse_uri(value: str) -> _ParsedUri:
+    origin = _ORIGIN.match(value)
+    rest = value[origin.end() :] if origin else value
+    path, sep, tail = rest.partition("?")
+    segments: list[str | tuple[str, str]] = []
+    previous = ""
+    for segment in path.split("/"):
+        kind = COLLECTION_KINDS.get(previous)
+        if segment and kind is not None:
+            segments.append((kind, segment))
+        elif looks_like_id(segment):
+            segments.append(("id", segment))
+        else:
+            segments.append(segment)
+        previous = segment
+    ids = tuple(s for s in segments if not isinstance(s, str))
+    return origin is not None, tuple(segments), sep + tail, ids
 
-    def value(self, value: JSON, key: str | None, parent: str | None) -> JSON:
-        if isinstance(value, dict):
-            return {k: self.value(value[k], k, key) for k in sorted(value) if not is_dropped_key(k)}
-        if isinstance(value, list):
-            # Elements keep the list's key: `"calls": [{"id": ..}]` is a list of calls.
-            return [self.value(v, key, parent) for v in value]
-        if value is None or isinstance(value, bool) or key is None:
-            return value
-        if key in NUMBER_KEYS:
-            return self.number(value)
-        kind = ID_KEY_KINDS.get(key)
-        if kind is None and key == "id":
-            kind = ID_PARENT_KINDS.get(parent or "", "id")
-        reference = key.startswith(REFERENCE_PREFIXES)
-        if kind is not None:
-            return self.ident(kind, value, reference)
-        if isinstance(value, str):
-            if is_uri_key(key):
-                return self.uri(value, reference)
-            if _ISO_TIME.match(value):
-                return TIME_PLACEHOLDER
-        return value
 
-    def ident(self, kind: str, value: JSON, reference: bool = False) -> JSON:
-        if isinstance(value, str | int | float) and value != "":
-            return self.name(kind, str(value), reference)
-        return value
-
-    def number(self, value: JSON) -> JSON:
-        if not self.keep_numbers:
-            return NUMBER_PLACEHOLDER
-        return self.ident("number", value)
-
-    def uri(self, value: str, reference: bool = False) -> str:
-        origin = _ORIGIN.match(value)
-        rest = value[origin.end() :] if origin else value
-        path, sep, tail = rest.partition("?")
-        out: list[str] = []
-        previous = ""
-        for segment in path.split("/"):
-            kind = COLLECTION_KINDS.get(previous)
-            if segment and kind is not None:
-                out.append(self.name(kind, segment, reference))
-            elif looks_like_id(segment):
-                out.append(self.name("id", segment, reference))
-            else:
-                out.append(segment)
-            previous = segment
-        return (ORIGIN_PLACEHOLDER if origin else "") + "/".join(out) + sep + tail
+def _render_uri(parsed: _ParsedUri, table: Renaming) -> str:
+    has_origin, segments, tail, _ = parsed
+    path = "/".join(s if isinstance(s, str) else table.tokens[s] for s in segments)
+    return (ORIGIN_PLACEHOLDER if has_origin else "") + path + tail
 
 
 class Renaming:
@@ -217,26 +205,106 @@ class Renaming:
             numbers[kind] = numbers.get(kind, 0) + 1
             self.tokens[kind, raw] = f"<{kind}-{numbers[kind]}>"
 
-    def __call__(self, kind: str, raw: str, reference: bool = False) -> str:
-        return self.tokens[kind, raw]
+
+# A slot to fill once the table is known: (container, key or index, what goes there).
+_IdSlot = tuple[Any, Any, tuple[str, str]]
+_UriSlot = tuple[Any, Any, _ParsedUri]
 
 
-def renaming(docs: Iterable[JSON], *, keep_numbers: bool = False) -> Renaming:
-    """Walk ``docs`` in order and build their shared renaming table."""
-    seen: dict[tuple[str, str], bool] = {}
+class _Walker:
+    """One walk over a cassette's documents: copies them, folding noise, and notes every
+    identifier (in order of first appearance) and the slot it must be written to."""
 
-    def record(kind: str, raw: str, reference: bool) -> str:
-        seen[kind, raw] = seen.get((kind, raw), False) or not reference
-        return raw
+    __slots__ = ("id_slots", "keep_numbers", "seen", "uri_slots")
 
-    walker = _Walker(record, keep_numbers=keep_numbers)
-    for doc in docs:
-        walker.value(doc, None, None)
-    return Renaming(seen)
+    def __init__(self, *, keep_numbers: bool) -> None:
+        self.keep_numbers = keep_numbers
+        self.seen: dict[tuple[str, str], bool] = {}
+        self.id_slots: list[_IdSlot] = []
+        self.uri_slots: list[_UriSlot] = []
+
+    def see(self, kind: str, raw: str, reference: bool) -> None:
+        if not self.seen.get((kind, raw), False):
+            self.seen[kind, raw] = not reference
+
+    def value(self, value: JSON, key: str | None, parent: str | None) -> JSON:
+        if isinstance(value, dict):
+            return self.obj(value, key)
+        if isinstance(value, list):
+            return self.array(value, key, parent)
+        return value  # a scalar outside any object: nothing says what it is
+
+    def obj(self, value: dict[str, JSON], key: str | None) -> dict[str, JSON]:
+        out: dict[str, JSON] = {}
+        for k in sorted(value):
+            v = value[k]
+            rule = _rule(k)
+            code = rule[0]
+            if code == _DROP:
+                continue
+            kind = type(v)
+            if kind is dict:
+                out[k] = self.obj(v, k)
+            elif kind is list:
+                out[k] = self.array(v, k, key)
+            elif code == _PLAIN and (kind is not str or not v[:4].isdigit()):
+                out[k] = v  # the common case, kept fast: most values are plain
+            else:
+                out[k] = self.scalar(v, rule, key, out, k)
+        return out
+
+    def array(self, value: list[JSON], key: str | None, parent: str | None) -> list[JSON]:
+        # Elements keep the list's key: `"calls": [{"id": ..}]` is a list of calls.
+        out: list[JSON] = []
+        rule = _rule(key) if key is not None else (_PLAIN, "", False)
+        for v in value:
+            if isinstance(v, dict):
+                out.append(self.obj(v, key))
+            elif isinstance(v, list):
+                out.append(self.array(v, key, parent))
+            else:
+                out.append(self.scalar(v, rule, parent, out, len(out)))
+        return out
+
+    def scalar(
+        self, value: JSON, rule: tuple[int, str, bool], parent: str | None, into: Any, slot: Any
+    ) -> JSON:
+        if value is None or isinstance(value, bool):
+            return value
+        code, kind, reference = rule
+        if code == _NUMBER:
+            if not self.keep_numbers:
+                return NUMBER_PLACEHOLDER
+            code = _ID
+        elif code == _ID_BY_PARENT:
+            code, kind = _ID, ID_PARENT_KINDS.get(parent or "", "id")
+        if code == _ID:
+            if isinstance(value, str | int | float) and value != "":
+                raw = str(value)
+                self.see(kind, raw, reference)
+                self.id_slots.append((into, slot, (kind, raw)))
+            return value
+        if isinstance(value, str):
+            if code == _URI:
+                parsed = _parse_uri(value)
+                if not parsed[3] and not parsed[0]:
+                    return value
+                for kind_raw in parsed[3]:
+                    self.see(*kind_raw, reference)
+                self.uri_slots.append((into, slot, parsed))
+                return value
+            if _ISO_TIME.match(value):
+                return TIME_PLACEHOLDER
+        return value
 
 
 def canonicalise(docs: Sequence[JSON], *, keep_numbers: bool = False) -> list[JSON]:
     """The canonical form of ``docs`` (one cassette's documents, in order), renamed together."""
-    table = renaming(docs, keep_numbers=keep_numbers)
-    walker = _Walker(table, keep_numbers=keep_numbers)
-    return [walker.value(doc, None, None) for doc in docs]
+    walker = _Walker(keep_numbers=keep_numbers)
+    out = [walker.value(doc, None, None) for doc in docs]
+    table = Renaming(walker.seen)
+    for into, slot, kind_raw in walker.id_slots:
+        into[slot] = table.tokens[kind_raw]
+    for into, slot, parsed in walker.uri_slots:
+        into[slot] = _render_uri(parsed, table)
+    return out

@@ -48,6 +48,8 @@ capabilities the name counts too, so that one flapping capability does not hide 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -528,6 +530,20 @@ def _operations(cassette: Cassette) -> set[str]:
     }
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a comparison allocates hundreds of thousands of small
+    acyclic dicts and lists, and each few hundred allocations the collector would rescan both
+    loaded cassettes (40 % of the time of a 10,000-event diff). Restored on the way out."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def diff(
     a: Cassette,
     b: Cassette,
@@ -546,12 +562,13 @@ def diff(
                 f"--only {', '.join(unknown)}: neither cassette has a step of this operation "
                 f"(they have: {have})"
             )
-    a_steps, b_steps = steps_of(a, options), steps_of(b, options)
-    findings = diff_steps(a_steps, b_steps)
-    dropped = 0
-    if noise is not None:
-        learned = {f.identity() for f in diff_steps(a_steps, steps_of(noise, options))}
-        kept = [f for f in findings if f.identity() not in learned]
-        dropped = len(findings) - len(kept)
-        findings = kept
+    with _collector_paused():
+        a_steps, b_steps = steps_of(a, options), steps_of(b, options)
+        findings = diff_steps(a_steps, b_steps)
+        dropped = 0
+        if noise is not None:
+            learned = {f.identity() for f in diff_steps(a_steps, steps_of(noise, options))}
+            kept = [f for f in findings if f.identity() not in learned]
+            dropped = len(findings) - len(kept)
+            findings = kept
     return DiffResult(tuple(findings), len(a_steps), len(b_steps), dropped)
