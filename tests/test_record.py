@@ -800,6 +800,27 @@ async def test_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
     assert "Traceback" not in stderr and stderr.strip()
 
 
+async def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        code, stdout, stderr = await run_cli(
+            "record",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "-o",
+            str(tmp_path / "b.json"),
+            "--port",
+            port,
+            "--confdir",
+            str(tmp_path / "conf"),
+        )
+    assert code == 2 and stdout == ""
+    assert "address already in use" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.glob("b.json*")) == []
+
+
 async def test_a_left_journal_blocks_a_new_recording_until_recovered(tmp_path: Path) -> None:
     out = tmp_path / "x.json"
     Path(str(out) + ".journal").write_text('{"t":"start","at":1.0,"upstream":"u"}\n{"t":"req')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -47,8 +48,13 @@ async def _record(options: dict[str, Any], recorder_options: dict[str, Any], hos
     from relay.record import Recorder
 
     opts = mitm_options.Options()
+    # No termlog: stdout's first line is ours. Warnings and errors still go to stderr.
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     addons: Any = master.addons
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("relay record: %(message)s"))
+    logging.getLogger().addHandler(handler)
     addons.add(Recorder(), _Announce(host))
     update: Any = opts.update  # options exist once the addons that declare them are loaded
     update(**options, **recorder_options)
@@ -139,6 +145,8 @@ def record(
         asyncio.run(_record(options, recorder_options, host))
     except RelayError as e:
         raise UserError(str(e)) from e
+    except SystemExit as e:  # mitmproxy's errorcheck, after printing why startup failed
+        raise UserError(f"cannot record on {host}:{port} (see above)") from e
     except Exception as e:  # mitmproxy's OptionsError and the like: one line, exit 2
         if type(e).__name__ == "OptionsError":
             raise UserError(str(e)) from e
