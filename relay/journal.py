@@ -17,6 +17,7 @@ content once, written atomically before its journal record.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -44,6 +45,9 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
             self._fd: int | None = os.open(self.path, flags, 0o600)
+            # Held while recording, released by the kernel however the process ends: recover
+            # uses it to tell a killed recording from a running one.
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except FileExistsError as e:
             raise RecordError(
                 f"{self.path}: a journal is already there (a recording is running, or one was "
@@ -124,8 +128,16 @@ def finish(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
 def recover(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
     """Rebuild ``OUT`` from the journal left by a killed recording (then remove the journal)."""
     jpath = journal_path(out)
-    if not jpath.exists():
-        raise RecordError(f"{jpath}: no journal to recover (nothing was recorded to {out}?)")
+    try:
+        fd = os.open(jpath, os.O_RDONLY)
+    except FileNotFoundError as e:
+        raise RecordError(f"{jpath}: no journal to recover (nothing was recorded to {out}?)") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        raise RecordError(f"{jpath}: a running `relay record` is still writing it") from e
+    finally:
+        os.close(fd)
     return finish(out)
 
 

@@ -111,9 +111,15 @@ def test_journal_append_read_finish(tmp_path: Path) -> None:
 
 
 def test_a_second_journal_for_the_same_output_is_refused(tmp_path: Path) -> None:
-    Journal(tmp_path / "a.json.journal")
+    j = Journal(tmp_path / "a.json.journal")
     with pytest.raises(RecordError, match="relay recover"):
         Journal(tmp_path / "a.json.journal")
+    j.append(start())
+    # a recording that is still running is not "recovered" from under its feet
+    with pytest.raises(RecordError, match="still writing"):
+        recover(tmp_path / "a.json")
+    j.close()
+    recover(tmp_path / "a.json")
 
 
 def test_recover_tolerates_a_torn_last_line_only(tmp_path: Path) -> None:
