@@ -56,8 +56,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import orjson
-
 from relay.canon import canonicalise
 from relay.cassette import Body, Cassette, Exchange, Notification, Pairs
 from relay.diff_align import align
@@ -307,9 +305,13 @@ def _at(doc: JSON, *keys: str) -> JSON:
 
 
 def _h(value: JSON) -> Hashable:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    """A JSON value as a hashable key part (objects and lists frozen, tagged by kind)."""
+    if isinstance(value, dict):
+        return ("{}", tuple(sorted((str(k), _h(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("[]", tuple(_h(v) for v in value))
+    scalar: Hashable = value  # None, bool, int, float or str
+    return scalar
 
 
 def _numbered(labels: list[str]) -> list[str]:

@@ -206,3 +206,41 @@ def test_renaming_raw_ids_never_changes_the_canonical_form(ids: list[str], data:
         ]
 
     assert canonicalise(docs(ids)) == canonicalise(docs(others))
+
+
+_keys = st.sampled_from(
+    [
+        "id",
+        "callUuid",
+        "connId",
+        "uri",
+        "path",
+        "parentCallPath",
+        "deviceUri",
+        "phoneNumber",
+        "destination",
+        "duration",
+        "timestamp",
+        "state",
+        "capabilities",
+        "call",
+        "calls",
+        "x",
+    ]
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@given(st.lists(_json, max_size=4), st.booleans())
+def test_any_json_canonicalises_without_error_and_deterministically(
+    docs: list[Any], keep_numbers: bool
+) -> None:
+    before = copy.deepcopy(docs)
+    out = canonicalise(docs, keep_numbers=keep_numbers)
+    assert docs == before
+    assert out == canonicalise(copy.deepcopy(docs), keep_numbers=keep_numbers)
+    assert len(out) == len(docs)

@@ -671,3 +671,47 @@ def test_user_mistakes_are_one_line_and_exit_2(
 def test_bad_format_is_a_usage_error() -> None:
     out = run(str(INITIATE), str(TWO_STEP), "--format", "yaml")
     assert out.exit_code == 2 and "Traceback" not in out.output
+
+
+def test_several_desktops_label_their_steps_and_follow_causes_across_desktops() -> None:
+    supervisor = notification("s1", 10_200, "Established", cause="x1")
+    a = cm.Cassette(
+        desktops=[
+            cm.Desktop("agent", [exchange("x1", 10_000, "Answer")]),
+            cm.Desktop("supervisor", [supervisor]),
+        ]
+    )
+    (step,) = steps_of(a)
+    assert step.label == "[agent] Answer POST /api/v2/me/calls/<call-1>"
+    assert [n.label for n in step.notes] == ["/v2/me/calls StatusChange Established <call-1>"]
+    b = copy.deepcopy(a)
+    b.desktops[1].events = []
+    assert kinds(diff(a, b).findings) == [("notification-missing", None)]
+
+
+_messages = st.dictionaries(
+    st.sampled_from(["channel", "data", "id", "ext"]),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["call", "id", "state", "capabilities", "uri"]), inner, max_size=4
+            )
+        ),
+        max_leaves=15,
+    ),
+    max_size=4,
+)
+
+
+@given(st.lists(_messages, max_size=5))
+def test_any_messages_compare_equal_to_themselves(messages: list[dict[str, Any]]) -> None:
+    events: list[cm.Event] = [exchange("x1", 0, "Answer")]
+    events += [
+        cm.Notification(f"n{k}", k + 1, "/v2/me/calls", m, "x1" if k % 2 else None)
+        for k, m in enumerate(messages)
+    ]
+    result = diff(cassette(events), cassette(copy.deepcopy(events)))
+    assert result.equivalent
+    render_text(result, a_name="a", b_name="b")
