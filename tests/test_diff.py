@@ -717,3 +717,20 @@ def test_any_messages_compare_equal_to_themselves(messages: list[dict[str, Any]]
     result = diff(cassette(events), cassette(copy.deepcopy(events)))
     assert result.equivalent
     render_text(result, a_name="a", b_name="b")
+
+
+def test_a_step_on_another_call_is_compared_not_reported_missing_and_extra() -> None:
+    a = [exchange("x1", 0, "Hangup", FIRST), exchange("x2", 10, "Hangup", CONSULT)]
+    b = [exchange("x1", 0, "Hangup", CONSULT), exchange("x2", 10, "Hangup", CONSULT)]
+    result = diff(cassette(a), cassette(b))
+    # In B the consult call comes first, so it is B's <call-1>: A's first step matches B's
+    # first, and A's second (on <call-2>) pairs with B's second (on <call-1>).
+    assert [(f.step, f.kind.value, f.path, f.a, f.b) for f in result.findings] == [
+        (
+            "Hangup POST /api/v2/me/calls/<call-2>",
+            "field-changed",
+            "request.path",
+            "/api/v2/me/calls/<call-2>",
+            "/api/v2/me/calls/<call-1>",
+        )
+    ]
