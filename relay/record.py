@@ -139,6 +139,11 @@ class Recorder:
             self.out = Path(ctx.options.relay_output)
             if not self.out.parent.is_dir():
                 raise _bad_option(f"{self.out.parent}: no such directory")
+            if journal_mod.journal_path(self.out).exists():
+                raise _bad_option(
+                    f"{journal_mod.journal_path(self.out)} exists: a recording to {self.out} "
+                    f"is running or was killed (run `relay recover {self.out}`)"
+                )
         if "relay_status" in updated:
             self.status = Status(sys.stderr, ctx.options.relay_status)
 
