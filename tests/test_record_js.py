@@ -195,8 +195,19 @@ async def test_a_transfer_from_faye_is_recorded_then_replays_identically(
     assert all(a.status == 200 for a in cassette.assets)
     assert_no_secret(out, PASSWORD, BASIC, *secret_values, *sessions)
 
-    # replay the new cassette to the same desktop
+    # replay the new cassette to the same desktop, its files included (any order, any number)
     async with replay_server(out) as url:
+        async with aiohttp.ClientSession() as http:
+            for path in (
+                "/ui/img/logo.png",
+                "/ui/js/app.js",
+                "/ui/img/logo.png",
+                "/ui/index.html",
+                "/ui/js/copy-of-app.js",
+            ):
+                async with http.get(url + path) as r:
+                    assert r.status == 200, path
+                    assert await r.read() == (UI / path.removeprefix("/ui/")).read_bytes()
         replayed = await desktop_session(url, transport, len(expected))
     assert replayed.notifications == expected
     assert [(r["method"], r["path"].split("?")[0], r["status"]) for r in replayed.rest] == [
