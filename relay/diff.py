@@ -59,7 +59,7 @@ from typing import Any
 from relay.canon import canonicalise
 from relay.cassette import Body, Cassette, Exchange, Notification, Pairs
 from relay.diff_align import align
-from relay.errors import RelayError
+from relay.errors import DiffError
 
 JSON = Any
 Path = tuple[str | int, ...]
@@ -72,10 +72,6 @@ SET_KEYS = frozenset({"capabilities"})
 #: Bayeux envelope fields of a pushed message that are noise: ``id`` is the server's message
 #: counter (Bayeux 1.0, 5.3.6), not something a desktop acts on.
 ENVELOPE_NOISE = frozenset({"id"})
-
-
-class DiffError(RelayError):
-    """A comparison that cannot be made as asked (bad ``--ignore`` path, unknown ``--only``)."""
 
 
 class Kind(StrEnum):

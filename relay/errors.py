@@ -3,7 +3,8 @@
     RelayError                 anything relay reports to a user as one clear line
     ├── CassetteError          a cassette that cannot be read, parsed, validated or upgraded
     ├── BayeuxError            a Bayeux request that is not well-formed (carries an HTTP status)
-    └── RecordError            the recorder cannot do what it was asked (bad option, bad output)
+    ├── RecordError            the recorder cannot do what it was asked (bad option, bad output)
+    └── DiffError              a comparison that cannot be made as asked (bad --ignore, --only)
 
 The core raises these; only the edges (the CLI, the aiohttp handlers, the mitmproxy addon)
 turn them into exit codes, HTTP answers or log lines.
@@ -34,3 +35,7 @@ class BayeuxError(RelayError):
 
 class RecordError(RelayError):
     """The recorder was asked something it cannot do."""
+
+
+class DiffError(RelayError):
+    """A comparison that cannot be made as asked (bad ``--ignore`` path, unknown ``--only``)."""
