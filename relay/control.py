@@ -2,7 +2,9 @@
 
     GET  /_relay/                      the control page (HTML, no external resources)
     GET  /_relay/status                sessions, cursors, what is next, what waits, misses
-    GET  /_relay/timeline              the cassette's events, summarised, in time order
+    GET  /_relay/timeline              the sequence view's model of the replayed desktop
+                                       (``relay.html.model``: events summarised, in time order)
+    GET  /_relay/static/{name}         the shared renderer (timeline.js, timeline.css)
     POST /_relay/release               step mode: release the next group ({"session": sid}
                                        for one session; all sessions without a body)
     POST /_relay/pause                 hold every notification
@@ -22,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from relay.cassette import Exchange
+from relay.html import model as timeline_model
 from relay.replay import CONTROL_PREFIX, REPLAYER, Replayer, Session
 from relay.summary import summarize
 from relay.timeline import Timeline
@@ -106,15 +109,8 @@ async def status_handler(request: web.Request) -> web.Response:
 
 async def timeline_handler(request: web.Request) -> web.Response:
     replayer = request.app[REPLAYER]
-    events = [summarize(e, replayer.cassette) for e in replayer.desktop.events]
-    return _json(
-        {
-            "title": replayer.cassette.meta.title,
-            "desktop": replayer.desktop.name,
-            "upstream": replayer.cassette.meta.upstream,
-            "events": events,
-        }
-    )
+    view = timeline_model(replayer.cassette, [replayer.desktop])
+    return _json({**view, "desktop": replayer.desktop.name})
 
 
 async def release_handler(request: web.Request) -> web.Response:
@@ -163,6 +159,22 @@ async def page_handler(request: web.Request) -> web.StreamResponse:
     return web.Response(body=page, content_type="text/html", charset="utf-8")
 
 
+#: What ``GET /_relay/static/{name}`` serves: the renderer the control page shares with
+#: ``relay show --html`` (which inlines it instead).
+STATIC = {"timeline.js": "text/javascript", "timeline.css": "text/css"}
+
+
+async def static_handler(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        return _json({"error": f"no static file {name!r}"}, 404)
+    try:
+        data = resources.files("relay").joinpath("static", name).read_bytes()
+    except FileNotFoundError:
+        return _json({"error": f"{name} is not installed"}, 404)
+    return web.Response(body=data, content_type=STATIC[name], charset="utf-8")
+
+
 def add_routes(app: web.Application) -> None:
     """Mount the control API; call before the replay's catch-all route."""
     p = CONTROL_PREFIX
@@ -170,6 +182,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(p + "/", page_handler)
     app.router.add_get(p + "/status", status_handler)
     app.router.add_get(p + "/timeline", timeline_handler)
+    app.router.add_get(p + "/static/{name}", static_handler)
     app.router.add_post(p + "/release", release_handler)
     app.router.add_post(p + "/pause", pause_handler)
     app.router.add_post(p + "/resume", resume_handler)

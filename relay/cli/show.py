@@ -1,16 +1,33 @@
-"""``relay show CASSETTE``: print a cassette as a person reads it."""
+"""``relay show CASSETTE``: print a cassette as a person reads it, or write it as a page."""
 
 from __future__ import annotations
 
 import click
 
-from relay.cli.common import load_cassette
+from relay.cassette import write_atomic
+from relay.cli.common import UserError, load_cassette
+from relay.html import page
 from relay.show import render
 
 
 @click.command("show")
 @click.argument("cassette_path", metavar="CASSETTE")
-def show(cassette_path: str) -> None:
+@click.option(
+    "--html",
+    "html_path",
+    metavar="OUT.html",
+    help="Write the cassette as a self-contained sequence view (an HTML page that needs no "
+    "network) to OUT.html instead of printing it.",
+)
+def show(cassette_path: str, html_path: str | None) -> None:
     """Print CASSETTE: a header, then one line per exchange and notification in time order."""
-    for line in render(load_cassette(cassette_path)):
-        click.echo(line)
+    cassette = load_cassette(cassette_path)
+    if html_path is None:
+        for line in render(cassette):
+            click.echo(line)
+        return
+    try:
+        write_atomic(html_path, page(cassette).encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"{html_path}: cannot write ({e.strerror or e})") from e
+    click.echo(html_path)
