@@ -1,5 +1,9 @@
 """The ``relay`` command: a thin click layer over the core. Each verb lives in its own module
-under ``relay/cli/`` and is registered below."""
+under ``relay/cli/`` and is registered below.
+
+Verbs are imported when they run, not at start-up: ``relay show`` or ``relay diff`` need
+neither aiohttp nor mitmproxy, which take most of a second to import.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import click
 
 from relay import __version__
 
-#: module name -> command name, one line per verb.
+#: verb -> the module under relay/cli/ that defines it (as a click command of the same name).
 COMMANDS: dict[str, str] = {
     "show": "show",
     "replay": "replay",
@@ -19,11 +23,22 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (the pattern of click's docs)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(f"relay.cli.{module}"), cmd_name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="relay")
 def main() -> None:
     """Record and replay Genesys Web Services API v2 sessions, CometD notifications included."""
-
-
-for _module, _name in COMMANDS.items():
-    main.add_command(getattr(importlib.import_module(f"relay.cli.{_module}"), _name))
