@@ -308,6 +308,10 @@ class Bayeux:
             return reply
         return connect_reply
 
+    def forget(self, client_id: str) -> Client | None:
+        """Drop a client that went away without a disconnect (its later messages get 402)."""
+        return self.clients.pop(client_id, None)
+
     def drop_owner(self, owner: str) -> list[Client]:
         """Forget every client of a session (when the adapter drops the session)."""
         gone = [c for c in self.clients.values() if c.owner == owner]

@@ -79,8 +79,8 @@ def status(replayer: Replayer) -> dict[str, Any]:
         "step": replayer.step,
         "loop": replayer.options.loop,
         "sessions": [session_status(replayer, s) for s in replayer.sessions.values()],
-        "unmatched": replayer.unmatched[-50:],
-        "unmatched_total": len(replayer.unmatched),
+        "unmatched": list(replayer.unmatched)[-50:],
+        "unmatched_total": replayer.unmatched_total,
     }
 
 

@@ -14,10 +14,11 @@ sets the cookie. Bayeux messages after the handshake find their session by ``cli
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from relay.timeline import Served, Timeline
 
 SESSION_COOKIE = "relay_session"
 CONTROL_PREFIX = "/_relay"
+#: Seconds past the long-poll timeout after which a silent Bayeux client is forgotten.
+CLIENT_GRACE = 60.0
 #: Headers never copied from a recorded response: aiohttp computes them, or they describe
 #: an encoding the stored (decoded) body no longer has.
 _SKIP_RESPONSE_HEADERS = frozenset(
@@ -78,6 +81,8 @@ class ClientConn:
     origin: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ws_out: asyncio.Queue[bytes] | None = None
+    last_seen: float = 0.0
+    holding: int = 0  # connects of this client being held now
 
 
 @dataclass(slots=True)
@@ -113,7 +118,8 @@ class Replayer:
         self.paused = False
         self.step = options.step
         self._numbers = itertools.count(1)
-        self.unmatched: list[dict[str, Any]] = []
+        self.unmatched: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+        self.unmatched_total = 0
         self.assets: dict[tuple[str, str], Asset] = {}
         for asset in cassette.assets:
             self.assets.setdefault((asset.path, _query_key(asset.query)), asset)
@@ -206,6 +212,23 @@ class Replayer:
     def by_cookie(self, request: web.Request) -> Session | None:
         sid = request.cookies.get(SESSION_COOKIE)
         return self.sessions.get(sid) if sid else None
+
+    def sweep(self) -> None:
+        """Forget Bayeux clients that went away without a disconnect (a closed laptop).
+
+        Like a CometD server's ``maxInterval``: a client with no held connect, no WebSocket and
+        no request for the long-poll timeout plus ``CLIENT_GRACE`` seconds is dropped.
+        """
+        now = self.now()
+        limit = self.bayeux.timeout_ms / 1000 + CLIENT_GRACE
+        for cid, conn in list(self.conns.items()):
+            if conn.holding or conn.ws_out is not None or now - conn.last_seen <= limit:
+                continue
+            client = self.bayeux.forget(cid)
+            del self.conns[cid]
+            if client is not None and client.owner in self.sessions:
+                self.sessions[client.owner].clients.discard(cid)
+                self.log(f"session {client.owner}: client {cid[:8]}… went away, forgotten")
 
     # -- notifications
 
@@ -345,6 +368,7 @@ def _no_match(
         "closest": explain(served.closest),
     }
     replayer.unmatched.append(report)
+    replayer.unmatched_total += 1
     return _json_response(404, report)
 
 
@@ -442,7 +466,7 @@ def _after(
     """Adapter bookkeeping once the core has answered a request."""
     if outcome.handshaken is not None:
         c = outcome.handshaken
-        replayer.conns[c.client_id] = ClientConn(origin=origin, ws_out=ws)
+        replayer.conns[c.client_id] = ClientConn(origin=origin, ws_out=ws, last_seen=replayer.now())
         session = replayer.sessions[c.owner]
         session.clients.add(c.client_id)
         replayer.log(f"session {c.owner}: handshake, clientId {c.client_id[:8]}…")
@@ -450,6 +474,7 @@ def _after(
     if client is not None and client.client_id in replayer.conns:
         conn = replayer.conns[client.client_id]
         conn.origin = origin
+        conn.last_seen = replayer.now()
         if ws is not None:
             conn.ws_out = ws
         owning = replayer.sessions.get(client.owner)
@@ -479,8 +504,13 @@ async def _wait_held(replayer: Replayer, outcome: bx.Outcome) -> list[bx.Message
     if conn is not None and not replayer.closing:
         conn.wake.set()  # a previous held connect of this client ends now
         conn.wake = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(conn.wake.wait(), replayer.bayeux.timeout_ms / 1000)
+        conn.holding += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.wake.wait(), replayer.bayeux.timeout_ms / 1000)
+        finally:
+            conn.holding -= 1
+            conn.last_seen = replayer.now()
     gone = client.client_id not in replayer.bayeux.clients or replayer.closing
     replies = list(outcome.replies)
     replies[outcome.hold_index] = replayer.bayeux.end_held_connect(
@@ -672,4 +702,18 @@ def create_app(
             await ws.close(code=1001, message=b"relay shutting down")
 
     app.on_shutdown.append(on_shutdown)
+
+    async def sweeper(app: web.Application) -> AsyncIterator[None]:
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(CLIENT_GRACE / 4)
+                replayer.sweep()
+
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(sweeper)
     return app

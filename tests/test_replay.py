@@ -378,3 +378,25 @@ async def test_a_websocket_handshake_sets_the_session_cookie(client: TestClient)
     assert resp.status == 200, await resp.text()
     assert sessions[owner].timeline.consumed == 1
     await ws.close()
+
+
+async def test_a_client_that_went_away_is_forgotten_but_a_held_one_is_kept(
+    client: TestClient,  # type: ignore[type-arg]
+) -> None:
+    replayer = client.app[REPLAYER]
+    gone = await handshake(client)
+    await connect(client, gone)
+    waiting = await handshake(client)
+    await connect(client, waiting)
+    held = asyncio.create_task(connect(client, waiting))
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    for conn in replayer.conns.values():
+        conn.last_seen -= 10_000  # both silent for hours, as far as the clock can tell
+    replayer.sweep()
+    assert gone not in replayer.bayeux.clients and gone not in replayer.conns
+    assert all(gone not in s.clients for s in replayer.sessions.values())
+    assert waiting in replayer.bayeux.clients  # its connect is held: it is alive
+    (reply,) = await connect(client, gone)
+    assert reply["error"] == "402::Unknown client"
+    await held
