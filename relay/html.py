@@ -263,8 +263,9 @@ _PAGE = """<!doctype html>
 (function () {{
   "use strict";
   const data = JSON.parse(document.getElementById("rt-data").textContent);
-  RelayTimeline.header(document.getElementById("rt-header"), data);
-  RelayTimeline.render(document.getElementById("rt-view"), data);
+  const view = document.getElementById("rt-view");
+  RelayTimeline.render(view, data);
+  RelayTimeline.header(document.getElementById("rt-header"), data, view);
 }})();
 </script>
 </body>

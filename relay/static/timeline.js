@@ -9,7 +9,8 @@
  * Plain JavaScript, no dependencies, no network. Cassette text is only ever written with
  * textContent or as an attribute value, never parsed as HTML. Work is linear in the rows.
  *
- *   RelayTimeline.header(element, model)        title, counts, notes (the show page)
+ *   RelayTimeline.header(element, model, view)  title, counts, notes (the show page); `view`
+ *                                               is the render() element (a chips toggle)
  *   const view = RelayTimeline.render(element, model)
  *   view.mark(status)                           the control page: status of GET /_relay/status
  */
@@ -46,7 +47,7 @@
     return Array.from({length: count}, (_, i) => left + i * step);
   }
 
-  function header(container, model) {
+  function header(container, model, view) {
     container.replaceChildren();
     container.classList.add("rt-header");
     container.append(el("h1", "rt-title", model.title || "(untitled cassette)"));
@@ -79,6 +80,16 @@
       el("span", "rt-chip rt-gained", "+gained"),
       el("span", "rt-chip rt-lost", "lost"),
     );
+    if (view) {
+      // Long cassettes read faster without the capability chips.
+      const toggle = el("label", "rt-toggle");
+      const box = el("input");
+      box.type = "checkbox";
+      box.checked = true;
+      box.addEventListener("change", () => view.classList.toggle("rt-no-caps", !box.checked));
+      toggle.append(box, " capabilities");
+      legend.append(toggle);
+    }
     container.append(legend);
   }
 
@@ -114,7 +125,7 @@
       label.append(path);
     }
     const arrow = el("div", "rt-arrow rt-to-server");
-    const back = el("div", "rt-arrow rt-to-desktop rt-return");
+    const back = el("div", "rt-arrow rt-return " + (e.status !== undefined ? "rt-to-desktop" : "rt-no-answer"));
     const status = el("span", "rt-status");
     if (e.status !== undefined) {
       status.append(el("b", "", e.status));
