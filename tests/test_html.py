@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
+from rawbayeux import collect, connect, handshake, states, subscribe
 
 from relay import cassette as cm
 from relay import html as rh
@@ -441,5 +442,38 @@ async def test_the_page_renders_in_chromium(tmp_path: Path) -> None:
             ]
             assert errors == []
             assert requests == [path.as_uri()]
+        finally:
+            await browser.close()
+
+
+@pytest.mark.timeout(90)
+async def test_the_control_page_shows_where_the_session_is(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client)
+    cid = await handshake(client)
+    await connect(client, cid)
+    await subscribe(client, cid, "/v2/me/*")
+    async with _playwright()() as p:
+        browser = await p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(str(client.make_url("/_relay/")))
+            marker = page.locator("[data-session-next]")
+            await marker.wait_for()
+            (session,) = client.app[REPLAYER].sessions  # type: ignore[index]
+            assert await marker.get_attribute("data-session-next") == session
+            next_row = page.locator(".rt-row:has([data-session-next])")
+            assert await next_row.get_attribute("data-event-id") == "n1"
+            assert "waits for presenter" in str(await marker.text_content())
+            await page.locator("#release").click()
+            assert states(await collect(client, cid, 1)) == ["Ringing"]
+            await page.locator(".rt-row.released[data-event-id=n1]").wait_for()
+            await page.locator(".rt-row[data-event-id=x1] [data-session-next]").wait_for()
+            assert "waits for request" in str(await marker.text_content())
+            assert await page.locator(".rt-body .rt-row").count() == 9
+            assert errors == []
         finally:
             await browser.close()

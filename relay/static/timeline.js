@@ -295,11 +295,14 @@
       }
       marked = [];
       const sessions = (status && status.sessions) || [];
+      // Released: by every session (with one desktop, by it); the markers say where each is.
+      const times = new Map();
       for (const s of sessions) {
-        for (const rid of s.released || []) {
-          const row = byId.get(rid);
-          if (row) { row.classList.add("released"); marked.push(row); }
-        }
+        for (const rid of s.released || []) times.set(rid, (times.get(rid) || 0) + 1);
+      }
+      for (const [rid, n] of times) {
+        const row = byId.get(rid);
+        if (row && n === sessions.length) { row.classList.add("released"); marked.push(row); }
       }
       const nextIds = [];
       for (const s of sessions) {
