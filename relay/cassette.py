@@ -365,6 +365,9 @@ def _bad(where: str, problem: str) -> CassetteError:
 
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if type(value) is kind:  # the usual case, checked first (loading is mostly this)
+        return value
     if key not in obj:
         raise _bad(where, f"missing {key!r}")
     value = obj[key]
@@ -387,13 +390,12 @@ def _pairs_in(raw: Any, where: str) -> Pairs:
         raise _bad(where, "expected a list of [name, value] pairs")
     out: Pairs = []
     for i, pair in enumerate(raw):
-        if (
-            not isinstance(pair, list)
-            or len(pair) != 2
-            or not all(isinstance(s, str) for s in pair)
-        ):
-            raise _bad(f"{where}[{i}]", "expected a [name, value] pair of strings")
-        out.append((pair[0], pair[1]))
+        if type(pair) is list and len(pair) == 2:
+            name, value = pair
+            if type(name) is str and type(value) is str:
+                out.append((name, value))
+                continue
+        raise _bad(f"{where}[{i}]", "expected a [name, value] pair of strings")
     return out
 
 
