@@ -164,11 +164,23 @@ def test_a_browser_transfer_is_recorded_over_long_polling(recorded_lp: Recorded)
     assert all(r["csrf"] and r["user"] == jspeers.USER for r in posts), posts
 
 
-async def test_a_browser_transfer_is_recorded_over_websocket(tmp_path: Path) -> None:
+async def test_a_browser_transfer_is_recorded_over_websocket_and_replays(tmp_path: Path) -> None:
+    """The page over WebSocket (its credentials in the URL: a browser's WebSocket carries no
+    Authorization header, Chromium answers the upstream's 401 with them) through relay record;
+    then that recording replayed offline over WebSocket."""
     rec = await record(tmp_path, "websocket")
     check_recording(rec)
     upgrades = [r for r in rec.upstream_requests if r.get("websocket") and r["status"] == 101]
     assert upgrades, rec.upstream_requests
+    async with (
+        browser.relay_replay(rec.cassette, "--speed", "0") as relay,
+        browser.chromium(tmp_path / "profile-replay") as chrome,
+    ):
+        page = await DesktopPage.open(chrome, browser.localhost(relay.url), transport="websocket")
+        try:
+            await transfer(page)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- relay replay:\n{relay.output()}") from e
 
 
 # --- replay, offline ----------------------------------------------------------------------------
@@ -221,6 +233,7 @@ async def test_the_page_from_another_origin_replays_through_cors(
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- relay replay:\n{relay.output()}") from e
         assert page.page.url.startswith(other + "/ui/index.html")
+        assert "NO MATCH" not in relay.stdout.text, relay.output()
         sessions = {
             line.split(":")[0] for line in relay.stdout.lines if line.startswith("session ")
         }
