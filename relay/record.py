@@ -240,7 +240,9 @@ class Recorder:
             return
         route = self._route(flow)
         if route is rec.Route.BAYEUX:
-            self._scan(flow.response.get_content(strict=False) or b"", time.time())
+            # arrival at relay, on the same clock as the exchanges' answers (timestamp_end)
+            at = flow.response.timestamp_end or time.time()
+            self._scan(flow.response.get_content(strict=False) or b"", at)
         elif route is rec.Route.EXCHANGE and _XID in flow.metadata:
             flow.metadata[_DONE] = True
             response = redact.redact_response(self._response(flow), self.rules, self.placeholders)

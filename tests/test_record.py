@@ -55,7 +55,8 @@ class FakeGws:
     queue: list[dict[str, Any]] = field(default_factory=list)
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
     queued: asyncio.Event = field(default_factory=asyncio.Event)
-    delivered: asyncio.Event = field(default_factory=asyncio.Event)
+    # Answer is answered only once the test opens this gate: after the desktop got the event
+    answer_gate: asyncio.Event = field(default_factory=asyncio.Event)
     conditional_seen: list[str] = field(default_factory=list)
     websockets: list[web.WebSocketResponse] = field(default_factory=list)
     connects: int = 0
@@ -73,13 +74,10 @@ class FakeGws:
 
     async def _push(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
         await ws.send_str(json.dumps([message]))
-        self.delivered.set()
 
     def drain(self) -> list[dict[str, Any]]:
         out, self.queue = self.queue, []
         self.queued.clear()
-        if out:
-            self.delivered.set()
         return out
 
     async def process(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -146,10 +144,9 @@ class FakeGws:
         body = await request.json()
         op, call = body.get("operationName"), request.match_info["id"]
         if op == "Answer":
-            # GWS often publishes before it answers: answer only once the event went out.
-            self.delivered.clear()
+            # GWS often publishes before it answers: answer once the desktop has the event.
             self.publish("/v2/me/calls", call_event(call, "Established"))
-            await asyncio.wait_for(self.delivered.wait(), 10)
+            await asyncio.wait_for(self.answer_gate.wait(), 10)
         elif op == "InitiateTransfer":
             self.publish("/v2/me/calls", call_event(call, "Held"))
             self.publish(
@@ -441,9 +438,11 @@ async def test_a_transfer_over_long_polling_is_recorded_linked_and_redacted(
                 assert r.status == 200
             await desktop.until(1)
             # Answer: the Established event reaches the desktop before the HTTP answer
-            poll = asyncio.ensure_future(desktop.until(2))
-            await desktop.operation(CALL_5, "Answer")
-            await poll
+            answering = asyncio.ensure_future(desktop.operation(CALL_5, "Answer"))
+            await desktop.until(2)
+            assert not answering.done()
+            gws.answer_gate.set()
+            await answering
             await desktop.operation(CALL_5, "InitiateTransfer", destination={"phoneNumber": "5001"})
             # Held and Dialing ride on a subscribe reply, next to a publish acknowledgement
             await desktop.bayeux(
@@ -574,6 +573,8 @@ async def test_websocket_frames_are_recorded_and_the_desktop_sees_them_unchanged
                 frames.append(json.loads(await ws.receive_str(timeout=10)))
                 answer = asyncio.ensure_future(desktop.operation(CALL_5, "Answer"))
                 frames.append(json.loads(await ws.receive_str(timeout=10)))
+                assert not answer.done()
+                gws.answer_gate.set()
                 await answer
         finally:
             await desktop.close()
@@ -586,6 +587,7 @@ async def test_websocket_frames_are_recorded_and_the_desktop_sees_them_unchanged
     assert states(notes) == [(CALL_5, "Ringing"), (CALL_5, "Established")]
     answer_x = next(x for x in exchanges if x.request.operation_name == "Answer")
     assert [n.cause for n in notes] == [None, answer_x.id]
+    assert answer_x.response_ms is not None and notes[1].at_ms <= answer_x.response_ms
     assert cassette.desktop().bayeux.advice == ADVICE
     assert all(not x.request.path.startswith(BAYEUX) for x in exchanges)
     assert_no_secret(out, PASSWORD, BASIC.split()[1], gws.csrf, gws.session_id)
@@ -700,9 +702,11 @@ async def test_kill_9_then_recover_keeps_everything_the_desktop_saw(tmp_path: Pa
             async with desktop.http.post(rec.url + "/test/ring") as r:
                 assert r.status == 200
             await desktop.until(1)
-            poll = asyncio.ensure_future(desktop.until(2))
-            await desktop.operation(CALL_5, "Answer")
-            await poll
+            answering = asyncio.ensure_future(desktop.operation(CALL_5, "Answer"))
+            await desktop.until(2)
+            assert not answering.done()
+            gws.answer_gate.set()
+            await answering
             await desktop.operation(CALL_5, "InitiateTransfer", destination={"phoneNumber": "5"})
             await desktop.until(4)
             # a long poll is in flight when the recorder dies
