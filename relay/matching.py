@@ -66,13 +66,14 @@ def compare(actual: Request, recorded: Request) -> tuple[Difference, ...]:
         diffs.append(Difference("method", recorded.method, actual.method))
     if actual.path != recorded.path:
         diffs.append(Difference("path", recorded.path, actual.path))
-    if not _query_equal(actual.query, recorded.query):
+    if not query_matches(actual.query, recorded.query):
         diffs.append(Difference("query", _query_str(recorded.query), _query_str(actual.query)))
     diffs.extend(_body_differences(actual.body, recorded.body))
     return tuple(diffs)
 
 
-def _query_equal(actual: Pairs, recorded: Pairs) -> bool:
+def query_matches(actual: Pairs, recorded: Pairs) -> bool:
+    """Equal as multisets of pairs; a recorded placeholder value matches any value."""
     if len(actual) != len(recorded):
         return False
     remaining = list(actual)
@@ -125,7 +126,7 @@ def _form_matches(actual: Body, recorded: Body) -> bool:
     fields = parse_qsl(str(recorded.value), keep_blank_values=True)
     if not any(is_placeholder(v) for _, v in fields):
         return False
-    return _query_equal(parse_qsl(str(actual.value), keep_blank_values=True), fields)
+    return query_matches(parse_qsl(str(actual.value), keep_blank_values=True), fields)
 
 
 def _body_value(body: Body | None) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import difflib
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from aiohttp import WSMsgType, hdrs, web
 from relay import bayeux as bx
 from relay.cassette import Asset, Body, Cassette, Desktop, Exchange, Notification, Request
 from relay.errors import BayeuxError
-from relay.matching import describe_request, explain
+from relay.matching import describe_request, explain, query_matches
 from relay.redact import PLACEHOLDER_RE
 from relay.summary import one_line
 from relay.timeline import Served, Timeline
@@ -120,9 +121,15 @@ class Replayer:
         self._numbers = itertools.count(1)
         self.unmatched: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.unmatched_total = 0
-        self.assets: dict[tuple[str, str], Asset] = {}
+        self.assets: dict[str, list[Asset]] = {}
         for asset in cassette.assets:
-            self.assets.setdefault((asset.path, _query_key(asset.query)), asset)
+            self.assets.setdefault(asset.path, []).append(asset)
+        # Paths outside /api/ that the timeline itself knows (a hand-made cassette may have some).
+        self.timeline_paths = {
+            e.request.path
+            for e in self.desktop.exchanges()
+            if not e.request.path.startswith("/api/")
+        }
 
     # -- sessions
 
@@ -230,6 +237,18 @@ class Replayer:
                 self.sessions[client.owner].clients.discard(cid)
                 self.log(f"session {client.owner}: client {cid[:8]}… went away, forgotten")
 
+    def asset_for(self, path: str, query: list[tuple[str, str]]) -> Asset | None:
+        """The recorded asset for a GET: same path and query (a redacted value matches any),
+        else the first one recorded at that path (a page's query is settings or cache-busting,
+        not another page)."""
+        candidates = self.assets.get(path)
+        if not candidates:
+            return None
+        for asset in candidates:
+            if query_matches(query, asset.query):
+                return asset
+        return candidates[0]
+
     # -- notifications
 
     def pump(self, session: Session) -> None:
@@ -276,10 +295,6 @@ class Replayer:
         if self.options.keep_origin or not self.upstream:
             return data
         return data.replace(self.upstream, origin.encode())
-
-
-def _query_key(pairs: list[tuple[str, str]]) -> str:
-    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
 def client_origin(request: web.Request) -> str:
@@ -372,14 +387,35 @@ def _no_match(
     return _json_response(404, report)
 
 
+def _asset_miss(replayer: Replayer, request: Request) -> web.Response:
+    described = describe_request(request)
+    near = difflib.get_close_matches(request.path, list(replayer.assets), n=3, cutoff=0.5)
+    hint = f"closest recorded assets: {', '.join(near)}" if near else "no asset recorded near it"
+    replayer.log(f"NO MATCH {described}: not in the cassette's asset store; {hint}")
+    report: dict[str, Any] = {
+        "relay": "no-match",
+        "message": f"relay: no recorded asset or exchange matches {described}",
+        "hint": hint,
+        "session": None,
+        "request": described,
+        "expected": None,
+        "closest": [],
+    }
+    replayer.unmatched.append(report)
+    replayer.unmatched_total += 1
+    return _json_response(404, report)
+
+
 async def rest_handler(request: web.Request) -> web.StreamResponse:
     replayer = request.app[REPLAYER]
     origin = client_origin(request)
     incoming = await _incoming(request)
-    if not request.path.startswith("/api/"):
-        asset = replayer.assets.get((request.path, _query_key(incoming.query)))
-        if asset is not None and request.method in ("GET", "HEAD"):
+    if request.method in ("GET", "HEAD"):
+        asset = replayer.asset_for(request.path, incoming.query)
+        if asset is not None:
             return await _asset_response(request, asset)
+    if not request.path.startswith("/api/") and request.path not in replayer.timeline_paths:
+        return _asset_miss(replayer, incoming)  # outside the timeline: no session is involved
     session = replayer.by_cookie(request)
     new_cookie = False
     if session is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -340,10 +341,53 @@ async def test_websocket_frames(client: TestClient) -> None:  # type: ignore[typ
     assert (await client.post(CALL, json=ANSWER)).status == 200
 
 
-async def test_unmatched_get_outside_the_api_is_a_clear_404(client: TestClient) -> None:  # type: ignore[type-arg]
+async def test_unmatched_get_outside_the_api_is_a_clear_404_without_a_session(
+    client: TestClient,
+    logs: list[str],  # type: ignore[type-arg]
+) -> None:
     resp = await client.get("/ui/index.html")
     assert resp.status == 404
     assert (await resp.json())["relay"] == "no-match"
+    assert "relay_session" not in resp.cookies
+    assert client.app[REPLAYER].sessions == {}
+    assert any("NO MATCH GET /ui/index.html" in line for line in logs)
+
+
+def _with_assets(tmp_path: Path) -> tuple[cas.Cassette, Path]:
+    store = tmp_path / "demo.assets"
+    store.mkdir()
+    page, script = b"<!doctype html><p>desktop</p>", b"console.log('v2');"
+    assets = []
+    for path, query, body, ctype in (
+        ("/ui/index.html", [("user", "<redacted:password:1>")], page, "text/html"),
+        ("/ui/app.js", [("v", "2")], script, "text/javascript"),
+    ):
+        digest = hashlib.sha256(body).hexdigest()
+        (store / digest).write_bytes(body)
+        assets.append(
+            cas.Asset(path=path, sha256=digest, query=query, headers=[("Content-Type", ctype)])
+        )
+    return cas.Cassette(meta=SEED.meta, desktops=SEED.desktops, assets=assets), store
+
+
+async def test_assets_are_served_any_number_of_times_outside_sessions(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    cassette, store = _with_assets(tmp_path)
+    client = await aiohttp_client(create_app(cassette, ReplayOptions(speed=0), assets_dir=store))
+    for query in ("?user=anyone", "?user=someone-else", "", "?transport=websocket"):
+        # The recorded query had a redacted value: any value matches; another query still
+        # finds the page recorded at that path.
+        resp = await client.get("/ui/index.html" + query)
+        assert resp.status == 200
+        assert await resp.read() == b"<!doctype html><p>desktop</p>"
+        assert resp.headers["Content-Type"].startswith("text/html")
+    resp = await client.head("/ui/app.js?v=2")
+    assert resp.status == 200
+    assert client.app[REPLAYER].sessions == {}
+    resp = await client.get("/ui/missing.js")
+    assert resp.status == 404
+    assert "closest recorded assets" in (await resp.json())["hint"]
 
 
 async def test_a_websocket_handshake_sets_the_session_cookie(client: TestClient) -> None:  # type: ignore[type-arg]
