@@ -213,7 +213,7 @@ class Recorder:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if not self._recorded(flow):
             return
-        if self._route(flow) is not rec.Route.BAYEUX:
+        if self._route(flow) in (rec.Route.EXCHANGE, rec.Route.ASSET):
             for name in rec.CONDITIONAL_HEADERS:
                 flow.request.headers.pop(name, None)
 

@@ -6,7 +6,8 @@ What is recorded (issue 3):
 - ``route()``: a request to the Bayeux path (``/api/v2/notifications``, any sub-path) is
   *Bayeux*: never an exchange, only scanned for notifications and the handshake advice. Any
   other request under ``/api/`` and any non-GET is an *exchange*. Every other GET is an *asset*
-  (the desktop's own pages, scripts and images) kept in the content-addressed store.
+  (the desktop's own pages, scripts and images) kept in the content-addressed store. CONNECT
+  and OPTIONS (CORS preflights) pass unrecorded.
 - ``scan_bayeux()``: events ride on ANY Bayeux response or server-to-client WebSocket frame
   (``shared/reference/bayeux.md``): every non-meta message that carries ``data`` is a
   notification, except publish acknowledgements (they carry ``successful``). Bodies are a JSON
@@ -67,10 +68,18 @@ class Route(Enum):
     BAYEUX = "bayeux"
     EXCHANGE = "exchange"
     ASSET = "asset"
+    PASS = "pass"  # forwarded, not recorded
+
+
+#: Proxy and CORS mechanics, not part of the session: CONNECT (regular proxy mode, HTTPS) and
+#: OPTIONS (CORS preflights, which ``relay replay`` answers by itself).
+UNRECORDED_METHODS = frozenset({"CONNECT", "OPTIONS"})
 
 
 def route(method: str, path: str, bayeux_path: str = DEFAULT_BAYEUX_PATH) -> Route:
     """How a request is recorded (see the module docstring)."""
+    if method.upper() in UNRECORDED_METHODS:
+        return Route.PASS
     base = bayeux_path.rstrip("/")
     bare = path.split("?", 1)[0]
     if bare == base or bare.startswith(base + "/"):

@@ -199,6 +199,8 @@ def test_bayeux_scanning() -> None:
         ("POST", "/ui/login", rec.Route.EXCHANGE),
         ("GET", "/ui/wwe/index.html", rec.Route.ASSET),
         ("GET", "/", rec.Route.ASSET),
+        ("OPTIONS", "/api/v2/me", rec.Route.PASS),
+        ("CONNECT", "", rec.Route.PASS),
     ],
 )
 def test_route(method: str, path: str, route: rec.Route) -> None:

@@ -922,6 +922,8 @@ async def test_regular_proxy_mode_records_only_the_upstream(tmp_path: Path) -> N
                     assert r.status == 200
             async with http.get(upstream + "/ui/app.js", proxy=rec.url) as r:
                 assert await r.read() == APP_JS
+            async with http.options(upstream + "/api/v2/me", proxy=rec.url) as r:
+                assert r.status == 405  # a CORS preflight: forwarded, not recorded
         assert await rec.stop() == 0
     cassette = rec.cassette()
     exchanges, _ = events_of(cassette)
