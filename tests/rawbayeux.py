@@ -76,3 +76,17 @@ async def collect(client: TestClient, client_id: str, count: int) -> list[dict[s
         if len(got) >= count:
             break
     return got
+
+
+async def ws_handshake(ws: Any) -> dict[str, Any]:
+    """Handshake over an open WebSocket; the reply."""
+    message = {
+        "channel": "/meta/handshake",
+        "version": "1.0",
+        "id": "1",
+        "supportedConnectionTypes": ["websocket"],
+    }
+    await ws.send_str(orjson.dumps([message]).decode())
+    (reply,) = orjson.loads(await ws.receive_str())
+    result: dict[str, Any] = reply
+    return result

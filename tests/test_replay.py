@@ -12,7 +12,17 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
-from rawbayeux import BAYEUX, bayeux, collect, connect, events, handshake, states, subscribe
+from rawbayeux import (
+    BAYEUX,
+    bayeux,
+    collect,
+    connect,
+    events,
+    handshake,
+    states,
+    subscribe,
+    ws_handshake,
+)
 
 from relay import cassette as cas
 from relay.replay import REPLAYER, ReplayOptions, create_app
@@ -284,19 +294,7 @@ async def test_notification_waits_for_a_subscription(client: TestClient) -> None
 
 async def test_websocket_frames(client: TestClient) -> None:  # type: ignore[type-arg]
     ws = await client.ws_connect(BAYEUX)
-    await ws.send_str(
-        orjson.dumps(
-            [
-                {
-                    "channel": "/meta/handshake",
-                    "version": "1.0",
-                    "id": "1",
-                    "supportedConnectionTypes": ["websocket"],
-                }
-            ]
-        ).decode()
-    )
-    (hs,) = orjson.loads(await ws.receive_str())
+    hs = await ws_handshake(ws)
     cid = hs["clientId"]
     await ws.send_str(
         orjson.dumps(
@@ -401,19 +399,7 @@ async def test_a_websocket_handshake_sets_the_session_cookie(client: TestClient)
     ):
         assert resp.status == 200
     ws = await client.ws_connect(BAYEUX)
-    await ws.send_str(
-        orjson.dumps(
-            [
-                {
-                    "channel": "/meta/handshake",
-                    "version": "1.0",
-                    "id": "1",
-                    "supportedConnectionTypes": ["websocket"],
-                }
-            ]
-        ).decode()
-    )
-    (hs,) = orjson.loads(await ws.receive_str())
+    hs = await ws_handshake(ws)
     assert hs["successful"] is True
     sessions = client.app[REPLAYER].sessions
     assert len(sessions) == 2
