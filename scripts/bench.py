@@ -64,6 +64,8 @@ SEED = ROOT / "cassettes" / "two-step-transfer.json"
 PY = sys.executable
 #: How to run relay; BENCH_RELAY="..." measures another build, or relay under a profiler.
 RELAY = shlex.split(os.environ.get("BENCH_RELAY", f"{PY} -m relay"))
+#: BENCH_RELAY_B="...": a second relay build, added to the REST benchmark (A/B in one run).
+RELAY_B = shlex.split(os.environ.get("BENCH_RELAY_B", ""))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 BAYEUX = "/api/v2/notifications"
@@ -298,15 +300,18 @@ def wrk(url: str, *, connections: int, seconds: int, cookie: str | None, server:
 
 
 def interleave_wrk(
-    systems: list[tuple[Server, str]], cfg: Config, cookie: str | None
+    systems: list[tuple[Server, str, str | None]], cfg: Config
 ) -> dict[str, dict[str, list[dict]]]:
-    """Throughput (c=10) then latency (c=1) per system, interleaved, after a warm-up round."""
-    runs: dict[str, dict[str, list[dict]]] = {s.name: {"c10": [], "c1": []} for s, _ in systems}
+    """Throughput (c=10) then latency (c=1) per system, interleaved, after a warm-up round.
+
+    ``systems``: each server with the URL to load and the Cookie header to send (or None).
+    """
+    runs: dict[str, dict[str, list[dict]]] = {s.name: {"c10": [], "c1": []} for s, _, _ in systems}
     for rep in range(cfg.warmup + cfg.reps):
         for conns, key in ((10, "c10"), (1, "c1")):
             if rep < cfg.warmup and conns == 1:
                 continue  # one warm-up run per system is enough
-            for server, url in systems:
+            for server, url, cookie in systems:
                 r = wrk(
                     url, connections=conns, seconds=cfg.wrk_seconds, cookie=cookie, server=server
                 )
@@ -324,6 +329,7 @@ def wrk_summary(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "p99_ms": summary([r["p99_ms"] for r in c1]),
         "requests": sum(r["requests"] for r in c10 + c1),
         "errors": sum(r["errors"] for r in c10 + c1),
+        "runs": runs,  # every repetition, in the order run
     }
 
 
@@ -520,17 +526,24 @@ def mitm_args(port: int, mode: str, *extra: str) -> list[str]:
     ]
 
 
+def _session_cookie(headers: Any) -> str:
+    found = re.search(r"relay_session=([^;]+)", headers.get("Set-Cookie", ""))
+    if found is None:
+        raise RuntimeError("relay replay set no relay_session cookie")
+    return f"relay_session={found.group(1)}"
+
+
 def bench_rest(cfg: Config, tmp: Path) -> dict[str, Any]:
     path = tmp / "rest.json"
     cas.save(rest_cassette(), path)
-    relay = start(
-        "relay replay",
-        [*RELAY, "replay", str(path), "--port", "0", "--speed", "0", "--quiet"],
-    )
+    replay_args = ["replay", str(path), "--port", "0", "--speed", "0", "--quiet"]
+    relay = start("relay replay", [*RELAY, *replay_args])
     with servers(lambda: relay) as running:
         body, headers = http_get(relay.url + "/api/v2/me")
-        sid = re.search(r"relay_session=([^;]+)", headers.get("Set-Cookie", "")).group(1)  # type: ignore[union-attr]
-        cookie = f"relay_session={sid}"
+        cookies = {relay.name: _session_cookie(headers)}
+        if RELAY_B:  # another build of relay, measured in the same run
+            running.append(start("relay replay (B)", [*RELAY_B, *replay_args]))
+            cookies[running[-1].name] = _session_cookie(http_get(running[-1].url + "/api/v2/me")[1])
         (tmp / "body.json").write_bytes(body)
         mitm_flows(tmp / "rest.flows", body, "http://127.0.0.1:9")
         port = free_port()
@@ -558,19 +571,24 @@ def bench_rest(cfg: Config, tmp: Path) -> dict[str, Any]:
                 port=port,
             )
         )
-        targets = [(s, s.url + "/api/v2/me") for s in running]
-        for s, url in targets:  # the same bytes from all three
-            got, _ = http_get(url, {"Cookie": cookie})
+        targets = [(s, s.url + "/api/v2/me", cookies.get(s.name)) for s in running]
+        for s, url, cookie in targets:  # the same bytes from all of them
+            got, _ = http_get(url, {"Cookie": cookie} if cookie else {})
+            got = got.replace(s.url.encode(), relay.url.encode())  # B rewrites to its origin
             if got != body:
                 raise RuntimeError(f"{s.name} answers other bytes than relay: {got[:80]!r}")
-        runs = interleave_wrk(targets, cfg, cookie)
-    result = {name: wrk_summary(r) for name, r in runs.items()}
+        runs = interleave_wrk(targets, cfg)
+    result: dict[str, Any] = {name: wrk_summary(r) for name, r in runs.items()}
     relay_rps = result["relay replay"]["throughput_rps"]["median"]
+    bare_rps = result["bare aiohttp"]["throughput_rps"]["median"]
     result["ratios"] = {
-        "throughput_vs_bare": relay_rps / result["bare aiohttp"]["throughput_rps"]["median"],
+        "throughput_vs_bare": relay_rps / bare_rps,
         "throughput_vs_mitmdump": relay_rps
         / result["mitmdump --server-replay"]["throughput_rps"]["median"],
     }
+    if "relay replay (B)" in result:
+        b_rps = result["relay replay (B)"]["throughput_rps"]["median"]
+        result["ratios"]["B_throughput_vs_bare"] = b_rps / bare_rps
     result["body_bytes"] = len(body)
     return result
 
@@ -1010,6 +1028,7 @@ async def fanout_group(
             "session_errors": s.errors,
             "setup_s": round(statistics.median(setup[s.name]), 2),
             "fresh_sessions_each_round": fresh,
+            "runs": r,
         }
     return out
 
@@ -1141,7 +1160,7 @@ def bench_record(cfg: Config, tmp: Path) -> dict[str, Any]:
                 if got != body:
                     raise RuntimeError(f"{s.name} answers other bytes: {got[:80]!r}")
             mem0 = {s.name: rss_mb(s.pid) for s in proxies}
-            runs = interleave_wrk([(s, s.url + "/api/v2/me") for s in systems], cfg, None)
+            runs = interleave_wrk([(s, s.url + "/api/v2/me", None) for s in systems], cfg)
             streams: dict[str, list[dict]] = {s.name: [] for s in systems}
             for rep in range(cfg.warmup + cfg.reps):
                 for s in systems:
@@ -1165,6 +1184,7 @@ def bench_record(cfg: Config, tmp: Path) -> dict[str, Any]:
             res = wrk_summary(runs[s.name])
             res["notifications"] = summarize(streams[s.name])
             res["notifications"]["missed"] = sum(x["missed"] for x in streams[s.name])
+            res["notifications"]["runs"] = streams[s.name]
             if s.name in mem0:
                 res["memory_mb"] = {
                     "after_warmup": round(mem0[s.name], 1),
@@ -1241,6 +1261,7 @@ def bench_cassette(cfg: Config, tmp: Path) -> dict[str, Any]:
             if rep >= cfg.warmup:
                 runs[name].append(t)
     result: dict[str, Any] = {name: summary(v) for name, v in runs.items()}
+    result["runs"] = runs
     result["events"] = cfg.cassette_events
     result["bytes"] = len(data)
     result["ratios"] = {
@@ -1354,7 +1375,8 @@ def table(res: dict[str, Any]) -> list[str]:
         w = [26, 22, 20, 20, 16, 6]
         lines += ["", f"1. REST replay: GET of a {r['body_bytes']}-byte JSON answer (wrk)"]
         lines.append(_cols(["system", "req/s c=10", "p50 ms c=1", "p99 ms c=1", "CPU us/req"], w))
-        for name in ("relay replay", "bare aiohttp", "mitmdump --server-replay"):
+        names = ("relay replay", "relay replay (B)", "bare aiohttp", "mitmdump --server-replay")
+        for name in (n for n in names if n in r):
             s = r[name]
             cells = [name, fmt(s["throughput_rps"], digits=0), fmt(s["p50_ms"], digits=3)]
             cells += [fmt(s["p99_ms"], digits=3), fmt(s["cpu_us_per_req"], digits=0)]
@@ -1364,6 +1386,8 @@ def table(res: dict[str, Any]) -> list[str]:
             f"   throughput: relay / bare aiohttp {q['throughput_vs_bare']:.2f}, "
             f"relay / mitmdump {q['throughput_vs_mitmdump']:.1f}x"
         )
+        if "B_throughput_vs_bare" in q:
+            lines.append(f"   throughput: relay (B) / bare aiohttp {q['B_throughput_vs_bare']:.2f}")
     if "fanout" in res:
         w = [21, 13, 21, 21, 21, 14, 6]
         lines += ["", "2. Notification fan-out: each desktop's request -> its notification (ms)"]
