@@ -86,8 +86,8 @@ class Timeline:
             if isinstance(e, Notification) or e.request.method.upper() not in SAFE_METHODS
         ]
         origin = desktop.events[0].at_ms if desktop.events else 0
-        previous = [origin] + [e.at_ms for e in self.chain[:-1]]
-        self._gaps = [(e.at_ms - p) / 1000.0 for e, p in zip(self.chain, previous, strict=True)]
+        previous = [origin] + [e.at_ms for e in self.chain]  # one more than needed: no chain
+        self._gaps = [(e.at_ms - p) / 1000.0 for e, p in zip(self.chain, previous, strict=False)]
         # Causes a notification waits for: this desktop's non-GET exchanges, which the desktop
         # sends in order. A GET (matched in any order, never in ``matched_at``) or another
         # desktop's exchange would hold the rest of the chain back for good.

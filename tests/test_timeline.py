@@ -13,7 +13,7 @@ from factories import CONSULT, desktop, exchange, notification, request, seed_de
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.cassette import Desktop, Notification, Request
+from relay.cassette import Desktop, Exchange, Notification, Request, Response
 from relay.timeline import Release, Timeline
 
 START = 1000.0
@@ -588,3 +588,17 @@ def test_the_release_rule(speed: float, delays: list[float]) -> None:
             release = max(release, matched[event.id])
     for nid, when in delivered:
         assert when == pytest.approx(expected[nid]), nid
+
+
+def test_a_desktop_of_gets_only_serves_them() -> None:
+    # Nothing to release and no cursor to move: every GET is still answered.
+    get = Exchange(
+        id="x1",
+        at_ms=0,
+        request=Request(method="GET", path="/api/v2/me"),
+        response=Response(status=200),
+    )
+    timeline = Timeline(Desktop(name="agent", events=[get]), start=0.0)
+    assert timeline.serve(Request(method="GET", path="/api/v2/me"), 1.0).exchange is get
+    assert timeline.due(1.0, lambda _: True).delivered == []
+    assert timeline.finished
