@@ -99,11 +99,14 @@ class Session:
 class Replayer:
     """The replay state shared by the handlers of one app."""
 
-    def __init__(self, cassette: Cassette, options: ReplayOptions, log: Log) -> None:
+    def __init__(
+        self, cassette: Cassette, options: ReplayOptions, log: Log, *, verbose: bool = True
+    ) -> None:
         self.cassette = cassette
         self.options = options
         self.desktop: Desktop = cassette.desktop(options.desktop)
         self.log = log
+        self.verbose = verbose
         timeout = options.timeout_ms
         if timeout is None:
             timeout = self.desktop.bayeux.timeout_ms
@@ -121,6 +124,7 @@ class Replayer:
         self._numbers = itertools.count(1)
         self.unmatched: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.unmatched_total = 0
+        self.answers: dict[tuple[str, str], Answer] = {}  # (exchange id, origin) -> ready answer
         self.assets: dict[str, list[Asset]] = {}
         for asset in cassette.assets:
             self.assets.setdefault(asset.path, []).append(asset)
@@ -133,6 +137,11 @@ class Replayer:
 
     # -- sessions
 
+    def info(self, line: str) -> None:
+        """A routine console line (errors go to ``log`` always)."""
+        if self.verbose:
+            self.log(line)
+
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
@@ -143,7 +152,7 @@ class Replayer:
         sid = sid or self.new_sid()
         session = Session(sid, self._timeline(), origin, last_seen=self.now())
         self.sessions[sid] = session
-        self.log(f"session {sid}: new desktop session from {origin}")
+        self.info(f"session {sid}: new desktop session from {origin}")
         return session
 
     def _timeline(self) -> Timeline:
@@ -161,14 +170,14 @@ class Replayer:
     def reset(self, session: Session) -> None:
         """Start a session's scenario again from the top (its clients stay connected)."""
         session.timeline = self._timeline()
-        self.log(f"session {session.sid}: reset to the start of the cassette")
+        self.info(f"session {session.sid}: reset to the start of the cassette")
         self.pump(session)
 
     def touch(self, session: Session) -> None:
         """A request of the session: with ``loop``, a finished scenario starts again."""
         session.last_seen = self.now()
         if self.options.loop and session.timeline.finished:
-            self.log(f"session {session.sid}: played the whole cassette, looping")
+            self.info(f"session {session.sid}: played the whole cassette, looping")
             self.reset(session)
 
     # -- presenter controls (the control API and the terminal call these)
@@ -189,14 +198,14 @@ class Replayer:
             else:
                 session.timeline.resume(self.now())
             self.pump(session)
-        self.log("paused" if paused else "resumed")
+        self.info("paused" if paused else "resumed")
 
     def set_speed(self, speed: float) -> None:
         self.speed = speed
         for session in self.sessions.values():
             session.timeline.set_speed(speed)
             self.pump(session)
-        self.log(f"speed {speed:g}")
+        self.info(f"speed {speed:g}")
 
     def live(self) -> list[Session]:
         """Sessions still in play; idle ones without Bayeux clients are dropped."""
@@ -217,7 +226,7 @@ class Replayer:
                 conn.wake.set()
 
     def by_cookie(self, request: web.Request) -> Session | None:
-        sid = request.cookies.get(SESSION_COOKIE)
+        sid = session_cookie(request.headers.get(hdrs.COOKIE, ""))
         return self.sessions.get(sid) if sid else None
 
     def sweep(self) -> None:
@@ -235,7 +244,7 @@ class Replayer:
             del self.conns[cid]
             if client is not None and client.owner in self.sessions:
                 self.sessions[client.owner].clients.discard(cid)
-                self.log(f"session {client.owner}: client {cid[:8]}… went away, forgotten")
+                self.info(f"session {client.owner}: client {cid[:8]}… went away, forgotten")
 
     def asset_for(self, path: str, query: list[tuple[str, str]]) -> Asset | None:
         """The recorded asset for a GET: same path and query (a redacted value matches any),
@@ -286,7 +295,8 @@ class Replayer:
             else:
                 self.bayeux.enqueue(client, message)
                 conn.wake.set()
-        self.log(f"session {session.sid}: <- {one_line(n, self.cassette)}")
+        if self.verbose:
+            self.log(f"session {session.sid}: <- {one_line(n, self.cassette)}")
 
     # -- origins
 
@@ -295,6 +305,17 @@ class Replayer:
         if self.options.keep_origin or not self.upstream:
             return data
         return data.replace(self.upstream, origin.encode())
+
+
+def session_cookie(header: str) -> str | None:
+    """The ``relay_session`` value of a Cookie header (read directly: aiohttp's
+    ``request.cookies`` builds a SimpleCookie of every cookie, a hot spot under load)."""
+    prefix = SESSION_COOKIE + "="
+    for part in header.split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            return part[len(prefix) :].strip('"') or None
+    return None
 
 
 def client_origin(request: web.Request) -> str:
@@ -329,14 +350,29 @@ def _set_cookie_value(value: str) -> str:
     return PLACEHOLDER_RE.sub(lambda m: f"relay-redacted-{m.group(1)}-{m.group(2)}", value)
 
 
-def _recorded_response(replayer: Replayer, exchange: Exchange, origin: str) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A recorded response made ready for one client origin (built once, sent many times)."""
+
+    status: int
+    reason: str | None
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def response(self) -> web.Response:
+        response = web.Response(status=self.status, reason=self.reason, body=self.body)
+        for name, value in self.headers:
+            response.headers.add(name, value)
+        return response
+
+
+def build_answer(replayer: Replayer, exchange: Exchange, origin: str) -> Answer:
+    """Headers filtered, cookies made valid, the recorded origin replaced by the client's."""
     recorded = exchange.response
     if recorded is None:
-        return _json_response(
-            502,
-            {"relay": "recorded-failure", "error": exchange.error, "exchange": exchange.id},
-        )
-    response = web.Response(status=recorded.status, reason=recorded.reason or None)
+        report = {"relay": "recorded-failure", "error": exchange.error, "exchange": exchange.id}
+        return Answer(502, None, (("Content-Type", "application/json"),), orjson.dumps(report))
+    headers: list[tuple[str, str]] = []
     for name, value in recorded.headers:
         lname = name.lower()
         if lname in _SKIP_RESPONSE_HEADERS:
@@ -345,15 +381,24 @@ def _recorded_response(replayer: Replayer, exchange: Exchange, origin: str) -> w
             value = _set_cookie_value(value)
         elif lname == "location":
             value = replayer.rewrite(value.encode(), origin).decode()
-        response.headers.add(name, value)
+        headers.append((name, value))
     body = recorded.body.to_bytes() if recorded.body is not None else b""
     if recorded.body is not None and recorded.body.kind != "base64":
         body = replayer.rewrite(body, origin)
-    if recorded.body is not None and hdrs.CONTENT_TYPE not in response.headers:
+    if recorded.body is not None and not any(k.lower() == "content-type" for k, _ in headers):
         kind = recorded.body.kind
-        response.content_type = "application/json" if kind == "json" else "text/plain"
-    response.body = body
-    return response
+        headers.append(("Content-Type", "application/json" if kind == "json" else "text/plain"))
+    return Answer(recorded.status, recorded.reason or None, tuple(headers), body)
+
+
+def _recorded_response(replayer: Replayer, exchange: Exchange, origin: str) -> web.Response:
+    key = (exchange.id, origin)
+    answer = replayer.answers.get(key)
+    if answer is None:
+        if len(replayer.answers) >= 4096:
+            replayer.answers.clear()
+        answer = replayer.answers[key] = build_answer(replayer, exchange, origin)
+    return answer.response()
 
 
 def _no_match(
@@ -441,10 +486,11 @@ async def rest_handler(request: web.Request) -> web.StreamResponse:
         response = _recorded_response(replayer, served.exchange, origin)
         status = served.exchange.response.status if served.exchange.response else 502
         note = " (repeat)" if served.kind == "repeat" else ""
-        replayer.log(
-            f"session {session.sid}: -> {describe_request(incoming)} "
-            f"{status} [{served.exchange.id}]{note}"
-        )
+        if replayer.verbose:
+            replayer.log(
+                f"session {session.sid}: -> {describe_request(incoming)} "
+                f"{status} [{served.exchange.id}]{note}"
+            )
         if served.kind == "hit":
             replayer.pump(session)
     if new_cookie:
@@ -505,7 +551,7 @@ def _after(
         replayer.conns[c.client_id] = ClientConn(origin=origin, ws_out=ws, last_seen=replayer.now())
         session = replayer.sessions[c.owner]
         session.clients.add(c.client_id)
-        replayer.log(f"session {c.owner}: handshake, clientId {c.client_id[:8]}…")
+        replayer.info(f"session {c.owner}: handshake, clientId {c.client_id[:8]}…")
     client = outcome.client
     if client is not None and client.client_id in replayer.conns:
         conn = replayer.conns[client.client_id]
@@ -542,8 +588,11 @@ async def _wait_held(replayer: Replayer, outcome: bx.Outcome) -> list[bx.Message
         conn.wake = asyncio.Event()
         conn.holding += 1
         try:
+            # asyncio.timeout, not wait_for: no extra task per held connect (a hot spot
+            # with thousands of desktops).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.wake.wait(), replayer.bayeux.timeout_ms / 1000)
+                async with asyncio.timeout(replayer.bayeux.timeout_ms / 1000):
+                    await conn.wake.wait()
         finally:
             conn.holding -= 1
             conn.last_seen = replayer.now()
@@ -707,10 +756,17 @@ def create_app(
     options: ReplayOptions | None = None,
     *,
     log: Log | None = None,
+    verbose: bool = True,
     assets_dir: Path | None = None,
 ) -> web.Application:
-    """The replay app for a cassette. ``log`` gets one line per served event (None: silent)."""
-    replayer = Replayer(cassette, options or ReplayOptions(), log or (lambda _: None))
+    """The replay app for a cassette. ``log`` gets errors (no match, a notification given up)
+    and, when ``verbose``, one line per served exchange and delivered notification."""
+    replayer = Replayer(
+        cassette,
+        options or ReplayOptions(),
+        log or (lambda _: None),
+        verbose=verbose and log is not None,
+    )
     app = web.Application(
         middlewares=[cors_middleware, error_middleware], client_max_size=64 * 2**20
     )

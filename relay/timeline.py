@@ -110,6 +110,7 @@ class Timeline:
         self.waiting_since: float | None = None
         self.served = 0
         self.misses = 0
+        self._get_answers: dict[tuple[int, str, tuple[tuple[str, str], ...]], Served] = {}
         self.step = step
         self.paused = False
         self.permits = 0
@@ -154,6 +155,22 @@ class Timeline:
         )
 
     def _get(self, request: Request) -> Served:
+        # The answer depends only on the request and the cursor: desktops poll the same GETs
+        # again and again, so remember it (GETs with a body are rare and not remembered).
+        key = None
+        if request.body is None:
+            key = (self.consumed, request.path, tuple(request.query))
+            known = self._get_answers.get(key)
+            if known is not None:
+                return known
+        served = self._match_get(request)
+        if key is not None and served.ok:
+            if len(self._get_answers) >= 4096:
+                self._get_answers.clear()
+            self._get_answers[key] = served
+        return served
+
+    def _match_get(self, request: Request) -> Served:
         candidates = [(pos, e) for pos, e in self._gets if match(request, e).ok]
         before = [e for pos, e in candidates if pos <= self.consumed]
         if before:

@@ -66,16 +66,20 @@ async def test_listening_line_then_a_line_per_exchange_and_a_quick_stop() -> Non
         assert "-> POST /api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005 (Answer) 200 [x1]" in rest
 
 
-async def test_quiet_prints_only_the_listening_line() -> None:
+async def test_quiet_prints_only_the_listening_line_and_errors() -> None:
     async with replaying(str(SEED), "--port", "0", "--quiet") as (base, proc):
         async with aiohttp.ClientSession() as http:
             url = base + "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005"
             async with http.post(url, json={"operationName": "Answer"}) as resp:
                 assert resp.status == 200
+            async with http.post(url, json={"operationName": "Hold"}) as resp:
+                assert resp.status == 404
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         assert proc.stdout is not None
-        assert (await proc.stdout.read()) == b""
+        lines = (await proc.stdout.read()).decode().splitlines()
+        assert len(lines) == 1, lines
+        assert "NO MATCH POST /api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005 (Hold)" in lines[0]
 
 
 @pytest.mark.parametrize(

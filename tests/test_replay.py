@@ -25,7 +25,7 @@ from rawbayeux import (
 )
 
 from relay import cassette as cas
-from relay.replay import REPLAYER, ReplayOptions, create_app
+from relay.replay import REPLAYER, ReplayOptions, create_app, session_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = cas.load(ROOT / "cassettes" / "two-step-transfer.json")
@@ -430,3 +430,18 @@ async def test_a_client_that_went_away_is_forgotten_but_a_held_one_is_kept(
     (reply,) = await connect(client, gone)
     assert reply["error"] == "402::Unknown client"
     await held
+
+
+@pytest.mark.parametrize(
+    ("header", "sid"),
+    [
+        ("relay_session=s1-abc", "s1-abc"),
+        ("JSESSIONID=x; relay_session=s2-def; BAYEUX_BROWSER=y", "s2-def"),
+        ('relay_session="s3-q"', "s3-q"),
+        ("xrelay_session=s4; other=1", None),
+        ("relay_session=", None),
+        ("", None),
+    ],
+)
+def test_the_session_cookie_is_read_from_the_raw_header(header: str, sid: str | None) -> None:
+    assert session_cookie(header) == sid

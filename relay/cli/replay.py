@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 
@@ -144,9 +145,15 @@ def replay(
         app = create_app(
             loaded,
             options,
-            log=None if quiet else _echo,
+            log=_echo,
+            verbose=not quiet,
             assets_dir=store if store.is_dir() else None,
         )
     except RelayError as e:
         raise UserError(f"{cassette}: {e}") from e
+    # The cassette lives as long as the server: keep it out of the cyclic garbage collector's
+    # walks, and collect less often (thousands of sessions otherwise make full collections,
+    # which walk every live object, the largest cost of a big fan-out; see scripts/bench.py).
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
     asyncio.run(serve_until_stopped(app, host, port, step=step))
