@@ -334,7 +334,6 @@ async def _incoming(request: web.Request) -> Request:
         method=request.method,
         path=request.path,
         query=list(request.query.items()),
-        headers=list(request.headers.items()),
         body=Body.from_bytes(data, request.content_type if data else None),
     )
 
@@ -706,46 +705,49 @@ async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
 # --- CORS and the app ------------------------------------------------------------------------
 
 
-@web.middleware
-async def cors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Any]
-) -> web.StreamResponse:
-    origin = request.headers.get(hdrs.ORIGIN)
-    if request.method == "OPTIONS":
-        # Preflights are answered outside the timeline.
-        response: web.StreamResponse = web.Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = request.headers.get(
-            "Access-Control-Request-Method", "GET, POST, PUT, DELETE, OPTIONS"
-        )
-        asked = request.headers.get("Access-Control-Request-Headers")
-        if asked:
-            response.headers["Access-Control-Allow-Headers"] = asked
-        response.headers["Access-Control-Max-Age"] = "600"
-    else:
-        response = await handler(request)
-    if origin and not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Access-Control-Expose-Headers"] = _EXPOSED
-        response.headers.add(hdrs.VARY, "Origin")
+def _preflight(request: web.Request) -> web.Response:
+    """CORS preflights are answered outside the timeline."""
+    response = web.Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = request.headers.get(
+        "Access-Control-Request-Method", "GET, POST, PUT, DELETE, OPTIONS"
+    )
+    asked = request.headers.get("Access-Control-Request-Headers")
+    if asked:
+        response.headers["Access-Control-Allow-Headers"] = asked
+    response.headers["Access-Control-Max-Age"] = "600"
     return response
 
 
 @web.middleware
-async def error_middleware(
+async def edge_middleware(
     request: web.Request, handler: Callable[[web.Request], Any]
 ) -> web.StreamResponse:
-    """No input crashes the server: an unexpected error is one console line and a 500."""
+    """CORS for desktops served from elsewhere, and no input crashes the server: an unexpected
+    error is one console line and a 500. (One middleware: it wraps every request.)"""
     try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException:
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = _preflight(request)
+        else:
+            response = await handler(request)
+    except web.HTTPException as e:
+        _allow_origin(request, e)
         raise
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as e:
         request.app[REPLAYER].log(f"internal error on {request.method} {request.path}: {e!r}")
-        return _json_response(500, {"relay": "internal-error", "error": repr(e)})
+        response = _json_response(500, {"relay": "internal-error", "error": repr(e)})
+    _allow_origin(request, response)
+    return response
+
+
+def _allow_origin(request: web.Request, response: web.StreamResponse) -> None:
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin and not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Expose-Headers"] = _EXPOSED
+        response.headers.add(hdrs.VARY, "Origin")
 
 
 ASSETS_DIR = web.AppKey("assets_dir", Path)
@@ -767,9 +769,7 @@ def create_app(
         log or (lambda _: None),
         verbose=verbose and log is not None,
     )
-    app = web.Application(
-        middlewares=[cors_middleware, error_middleware], client_max_size=64 * 2**20
-    )
+    app = web.Application(middlewares=[edge_middleware], client_max_size=64 * 2**20)
     app[REPLAYER] = replayer
     if assets_dir is not None:
         app[ASSETS_DIR] = assets_dir
