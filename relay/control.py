@@ -25,7 +25,7 @@ from aiohttp import web
 
 from relay.cassette import Exchange
 from relay.html import model as timeline_model
-from relay.replay import CONTROL_PREFIX, REPLAYER, Replayer, Session
+from relay.replay import CONTROL_PREFIX, REPLAYER, Replayer, Session, guarded
 from relay.summary import summarize
 from relay.timeline import Timeline
 
@@ -178,13 +178,13 @@ async def static_handler(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """Mount the control API; call before the replay's catch-all route."""
     p = CONTROL_PREFIX
-    app.router.add_get(p, page_handler)
-    app.router.add_get(p + "/", page_handler)
-    app.router.add_get(p + "/status", status_handler)
-    app.router.add_get(p + "/timeline", timeline_handler)
-    app.router.add_get(p + "/static/{name}", static_handler)
-    app.router.add_post(p + "/release", release_handler)
-    app.router.add_post(p + "/pause", pause_handler)
-    app.router.add_post(p + "/resume", resume_handler)
-    app.router.add_post(p + "/speed", speed_handler)
-    app.router.add_post(p + "/sessions/{sid}/reset", reset_handler)
+    app.router.add_get(p, guarded(page_handler))
+    app.router.add_get(p + "/", guarded(page_handler))
+    app.router.add_get(p + "/status", guarded(status_handler))
+    app.router.add_get(p + "/timeline", guarded(timeline_handler))
+    app.router.add_get(p + "/static/{name}", guarded(static_handler))
+    app.router.add_post(p + "/release", guarded(release_handler))
+    app.router.add_post(p + "/pause", guarded(pause_handler))
+    app.router.add_post(p + "/resume", guarded(resume_handler))
+    app.router.add_post(p + "/speed", guarded(speed_handler))
+    app.router.add_post(p + "/sessions/{sid}/reset", guarded(reset_handler))
