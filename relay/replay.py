@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, hdrs, web
+from multidict import CIMultiDict
 
 from relay import bayeux as bx
 from relay.cassette import Asset, Body, Cassette, Desktop, Exchange, Notification, Request
@@ -174,9 +175,9 @@ class Replayer:
         self.info(f"session {session.sid}: reset to the start of the cassette")
         self.pump(session)
 
-    def touch(self, session: Session) -> None:
+    def touch(self, session: Session, now: float | None = None) -> None:
         """A request of the session: with ``loop``, a finished scenario starts again."""
-        session.last_seen = self.now()
+        session.last_seen = self.now() if now is None else now
         if self.options.loop and session.timeline.finished:
             self.info(f"session {session.sid}: played the whole cassette, looping")
             self.reset(session)
@@ -330,7 +331,7 @@ REPLAYER = web.AppKey("replayer", Replayer)
 
 
 async def _incoming(request: web.Request) -> Request:
-    data = await request.read()
+    data = await request.read() if request.body_exists else b""
     return Request(
         method=request.method,
         path=request.path,
@@ -360,10 +361,12 @@ class Answer:
     body: bytes
 
     def response(self) -> web.Response:
-        response = web.Response(status=self.status, reason=self.reason, body=self.body)
-        for name, value in self.headers:
-            response.headers.add(name, value)
-        return response
+        return web.Response(
+            status=self.status,
+            reason=self.reason,
+            body=self.body,
+            headers=CIMultiDict(self.headers),
+        )
 
 
 def build_answer(replayer: Replayer, exchange: Exchange, origin: str) -> Answer:
@@ -480,8 +483,9 @@ async def rest_handler(request: web.Request) -> web.StreamResponse:
             )
         session = able[0] if able else replayer.new_session(origin)
         new_cookie = not able
-    replayer.touch(session)
-    served = session.timeline.serve(incoming, replayer.now())
+    now = replayer.now()
+    replayer.touch(session, now)
+    served = session.timeline.serve(incoming, now)
     if not served.ok or served.exchange is None:
         response = _no_match(replayer, session, incoming, served)
     else:
