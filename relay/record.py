@@ -121,6 +121,8 @@ class Recorder:
             "proxy mode, only requests to this origin are recorded.",
         )
         loader.add_option("relay_status", bool, True, "Show the status line on stderr.")
+        loader.add_option("relay_title", str, "", "The cassette's title.")
+        loader.add_option("relay_notes", str, "", "Free-form notes kept in the cassette.")
 
     def configure(self, updated: set[str]) -> None:
         if "relay_redact_header" in updated or "relay_redact_json" in updated:
@@ -197,6 +199,8 @@ class Recorder:
                 relay_version=__version__,
                 desktop=ctx.options.relay_desktop,
                 bayeux_path=ctx.options.relay_bayeux_path,
+                title=ctx.options.relay_title,
+                notes=ctx.options.relay_notes,
             )
         )
 

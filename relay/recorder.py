@@ -176,7 +176,14 @@ def scan_bayeux(content: bytes) -> BayeuxScan:
 
 
 def start_record(
-    *, at: float, upstream: str, relay_version: str, desktop: str, bayeux_path: str
+    *,
+    at: float,
+    upstream: str,
+    relay_version: str,
+    desktop: str,
+    bayeux_path: str,
+    title: str = "",
+    notes: str = "",
 ) -> dict[str, Any]:
     return {
         "t": "start",
@@ -185,6 +192,8 @@ def start_record(
         "relay_version": relay_version,
         "desktop": desktop,
         "bayeux_path": bayeux_path,
+        "title": title,
+        "notes": notes,
     }
 
 
@@ -305,6 +314,8 @@ def cassette_from_records(records: Iterable[dict[str, Any]]) -> Cassette:
             meta.upstream = str(rec.get("upstream") or "")
             meta.relay_version = str(rec.get("relay_version") or "")
             meta.recorded_at = _iso(float(rec["at"]))
+            meta.title = str(rec.get("title") or "")
+            meta.notes = str(rec.get("notes") or "")
             desktop.name = str(rec.get("desktop") or "agent")
             desktop.bayeux.path = str(rec.get("bayeux_path") or DEFAULT_BAYEUX_PATH)
         elif kind == "request":

@@ -774,6 +774,23 @@ async def test_extra_redaction_rules(tmp_path: Path) -> None:
     assert_no_secret(out, customer, "hunter2", "agent-id-4242", PASSWORD, gws.csrf)
 
 
+async def test_title_notes_and_desktop_name_reach_the_cassette(tmp_path: Path) -> None:
+    gws = FakeGws()
+    out = tmp_path / "labelled.json"
+    args = ["-q", "--title", "Transfer on 8.5.2", "--notes", "lab B, build 42", "--desktop", "ann"]
+    async with serve(gws.app()) as upstream, recording(upstream, out, *args) as rec:
+        desktop = Desktop(rec.url)
+        try:
+            await desktop.login()
+        finally:
+            await desktop.close()
+        assert await rec.stop() == 0
+    cassette = rec.cassette()
+    assert cassette.meta.title == "Transfer on 8.5.2"
+    assert cassette.meta.notes == "lab B, build 42"
+    assert [d.name for d in cassette.desktops] == ["ann"]
+
+
 async def run_cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *RELAY,

@@ -93,6 +93,11 @@ async def _record(options: dict[str, Any], recorder_options: dict[str, Any], hos
     default=None,
     help="mitmproxy's directory (its CA); default ~/.mitmproxy.",
 )
+@click.option("--title", default="", help="The cassette's title (shown by relay show).")
+@click.option("--notes", default="", help="Free-form notes kept in the cassette.")
+@click.option(
+    "--desktop", default="agent", show_default=True, help="The desktop's name in the cassette."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No status line.")
 def record(
     upstream: str,
@@ -104,6 +109,9 @@ def record(
     redact_header: tuple[str, ...],
     redact_json: tuple[str, ...],
     confdir: str | None,
+    title: str,
+    notes: str,
+    desktop: str,
     quiet: bool,
 ) -> None:
     """Record a desktop's session with UPSTREAM into a cassette (mitmproxy underneath)."""
@@ -140,6 +148,9 @@ def record(
         "relay_redact_header": list(redact_header),
         "relay_redact_json": list(redact_json),
         "relay_status": not quiet,
+        "relay_title": title,
+        "relay_notes": notes,
+        "relay_desktop": desktop,
     }
     try:
         asyncio.run(_record(options, recorder_options, host))
