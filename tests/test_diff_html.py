@@ -6,10 +6,12 @@ import copy
 import re
 from pathlib import Path
 
+from click.testing import CliRunner
 from test_html import HOSTILE, assert_self_contained, parse
 
 from relay import cassette as cm
 from relay import diff
+from relay.cli import main
 from relay.diff_html import page
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,3 +116,28 @@ def test_a_finding_that_names_no_drawn_step_is_listed_not_lost() -> None:
     assert "Other differences" in html and "no such step" in html
     assert HOSTILE not in html
     assert_self_contained(html)
+
+
+def test_cli_format_html() -> None:
+    runner = CliRunner()
+    args = ["diff", str(TWO_STEP), str(SAMPLE_1), "--format", "html"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1  # different, as with the other formats
+    a, b = cm.load(TWO_STEP), cm.load(SAMPLE_1)
+    options = diff.DiffOptions()
+    expected = page(
+        diff.diff(a, b, options),
+        diff.steps_of(a, options),
+        diff.steps_of(b, options),
+        a_name=str(TWO_STEP),
+        b_name=str(SAMPLE_1),
+        a_title=a.meta.title,
+        b_title=b.meta.title,
+    )
+    assert result.output == expected
+    result = runner.invoke(main, [*args, "--only", "InitiateTransfer"])
+    assert result.exit_code == 1 and bands(result.output) == ["changed"]
+    result = runner.invoke(main, ["diff", str(TWO_STEP), str(TWO_STEP), "--format", "html"])
+    assert result.exit_code == 0 and "equivalent" in result.output
+    result = runner.invoke(main, ["diff", str(TWO_STEP), "nope.json", "--format", "html"])
+    assert result.exit_code == 2 and "<html" not in result.output

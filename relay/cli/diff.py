@@ -6,6 +6,7 @@ import click
 
 from relay import diff as core
 from relay.cli.common import UserError, load_cassette
+from relay.diff_html import page as render_html
 from relay.diff_render import render_json, render_text
 from relay.errors import RelayError
 
@@ -16,10 +17,11 @@ from relay.errors import RelayError
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "html"]),
     default="text",
     show_default=True,
-    help="text for a person, json for CI.",
+    help="text for a person, json for CI, html for a self-contained page of A and B side by "
+    "side (redirect it to a file: > diff.html).",
 )
 @click.option(
     "--ignore",
@@ -73,6 +75,10 @@ def diff(
         raise UserError(str(e)) from e
     if fmt == "json":
         click.echo(render_json(result), nl=False)
+    elif fmt == "html":
+        steps_a, steps_b = core.steps_of(cassette_a, options), core.steps_of(cassette_b, options)
+        titles = {"a_title": cassette_a.meta.title, "b_title": cassette_b.meta.title}
+        click.echo(render_html(result, steps_a, steps_b, a_name=a, b_name=b, **titles), nl=False)
     else:
         # click.echo drops the colour when standard output is not a terminal.
         click.echo(render_text(result, a_name=a, b_name=b, color=True), nl=False)
