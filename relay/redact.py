@@ -29,6 +29,7 @@ redacted cassette keeps its placeholders.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -187,7 +188,10 @@ def _walk(
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _key_is_secret(key: str, r: Rules) -> bool:
+    # Remembered: payloads repeat a small set of keys, and this runs for every key of every
+    # body and notification the recorder sees (a regex search each time showed in profiles).
     if r.key_pattern is not None and r.key_pattern.search(key):
         return True
     return any(len(p) == 1 and p[0] == key for p in r.json_paths)
