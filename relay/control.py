@@ -58,7 +58,7 @@ def session_status(replayer: Replayer, session: Session) -> dict[str, Any]:
         "position": t.release_index,
         "length": len(t.chain),
         "next_index": None if nxt is None else replayer.desktop.events.index(nxt),
-        "next": None if nxt is None else summarize(nxt, replayer.cassette),
+        "next": None if nxt is None else summarize(nxt, replayer.operations),
         "waiting_for": _waiting_for(t),
         "waiting_for_subscription": None if waiting is None else summarize(waiting),
         "released": [e.id for e in t.chain[: t.release_index]],

@@ -45,7 +45,7 @@ import orjson
 
 from relay.cassette import Cassette, Desktop, Event, Exchange, Notification
 from relay.show import format_ms
-from relay.summary import call_of, one_line, summarize
+from relay.summary import call_of, one_line, operations_of, summarize
 
 #: A call id is shown by the shortest suffix (at least this long) that tells the cassette's
 #: calls apart; GWS call ids share a long prefix (011DJV5JI898NB2L04000VTAES00000{5,6}).
@@ -62,19 +62,20 @@ def model(cassette: Cassette, desktops: Sequence[Desktop] | None = None) -> dict
     calls = _calls([e for _, e in tagged])
     short = {c["id"]: c["short"] for c in calls}
     call_index = {c["id"]: i for i, c in enumerate(calls)}
+    operations = operations_of(cassette)
     rows: list[dict[str, Any]] = []
     row_of: dict[str, int] = {}
     last_caps: dict[str, list[str]] = {}
     previous: int | None = None
     for lane, event in tagged:
-        row = summarize(event, cassette)
+        row = summarize(event, operations)
         row.update(
             index=len(rows),
             desktop=lane,
             desktop_name=chosen[lane].name,
             time=format_ms(event.at_ms),
             delta_ms=None if previous is None else event.at_ms - previous,
-            label=one_line(event, cassette),
+            label=one_line(event, operations),
         )
         previous = event.at_ms
         if isinstance(event, Exchange):

@@ -34,7 +34,7 @@ from relay.cassette import Asset, Body, Cassette, Desktop, Exchange, Notificatio
 from relay.errors import BayeuxError
 from relay.matching import describe_request, explain, query_matches
 from relay.redact import PLACEHOLDER_RE
-from relay.summary import one_line
+from relay.summary import one_line, operations_of
 from relay.timeline import Served, Timeline
 
 SESSION_COOKIE = "relay_session"
@@ -127,6 +127,7 @@ class Replayer:
         self.unmatched: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.unmatched_total = 0
         self.answers: dict[tuple[str, str], Answer] = {}  # (exchange id, origin) -> ready answer
+        self.operations = operations_of(cassette)
         self.assets: dict[str, list[Asset]] = {}
         for asset in cassette.assets:
             self.assets.setdefault(asset.path, []).append(asset)
@@ -298,7 +299,7 @@ class Replayer:
                 self.bayeux.enqueue(client, message)
                 conn.wake.set()
         if self.verbose:
-            self.log(f"session {session.sid}: <- {one_line(n, self.cassette)}")
+            self.log(f"session {session.sid}: <- {one_line(n, self.operations)}")
 
     # -- origins
 

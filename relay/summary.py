@@ -6,6 +6,7 @@ view: the replay console, the control API and page, the HTML timeline.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from relay.cassette import Cassette, Event, Exchange
@@ -19,8 +20,21 @@ def call_of(data: Any) -> dict[str, Any] | None:
     return None
 
 
-def summarize(event: Event, cassette: Cassette | None = None) -> dict[str, Any]:
-    """A flat, JSON-ready description of an event (keys absent when unknown)."""
+def operations_of(cassette: Cassette) -> dict[str, str]:
+    """Each exchange's id -> its operationName (those that have one): build once, look up
+    often."""
+    return {
+        e.id: e.request.operation_name
+        for d in cassette.desktops
+        for e in d.exchanges()
+        if e.request.operation_name
+    }
+
+
+def summarize(event: Event, operations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A flat, JSON-ready description of an event (keys absent when unknown).
+
+    ``operations`` (from :func:`operations_of`) names a notification's cause."""
     out: dict[str, Any] = {"id": event.id, "at_ms": event.at_ms}
     if isinstance(event, Exchange):
         out["kind"] = "exchange"
@@ -51,16 +65,14 @@ def summarize(event: Event, cassette: Cassette | None = None) -> dict[str, Any]:
         if isinstance(call.get("capabilities"), list):
             out["capabilities"] = [c for c in call["capabilities"] if isinstance(c, str)]
     out["cause"] = event.cause
-    if event.cause is not None and cassette is not None:
-        cause = cassette.find(event.cause)
-        if isinstance(cause, Exchange) and cause.request.operation_name:
-            out["cause_operation"] = cause.request.operation_name
+    if event.cause is not None and operations is not None and event.cause in operations:
+        out["cause_operation"] = operations[event.cause]
     return out
 
 
-def one_line(event: Event, cassette: Cassette | None = None) -> str:
+def one_line(event: Event, operations: Mapping[str, str] | None = None) -> str:
     """``n2 /v2/me/calls StatusChange 011DJ…005 Established (caused by x1 Answer)``."""
-    s = summarize(event, cassette)
+    s = summarize(event, operations)
     if isinstance(event, Exchange):
         parts = [s["id"], s["method"], s["path"]]
         if "operation" in s:
