@@ -292,7 +292,8 @@ def _notification_doc(n: Notification) -> dict[str, JSON]:
     return doc
 
 
-def _at(doc: JSON, *keys: str) -> JSON:
+def json_at(doc: JSON, *keys: str) -> JSON:
+    """``doc[k1][k2]...``, or None where a key or an object is missing."""
     for key in keys:
         if not isinstance(doc, dict):
             return None
@@ -349,11 +350,11 @@ def drop_ignored(doc: JSON, patterns: Sequence[PathPattern], path: Path = ()) ->
 def _notes(docs: list[JSON]) -> tuple[Note, ...]:
     parts = []
     for doc in docs:
-        channel = _at(doc, "channel")
-        message_type = _at(doc, "data", "messageType")
-        notification_type = _at(doc, "data", "notificationType")
-        call = _at(doc, "data", "call", "id")
-        state = _at(doc, "data", "call", "state")
+        channel = json_at(doc, "channel")
+        message_type = json_at(doc, "data", "messageType")
+        notification_type = json_at(doc, "data", "notificationType")
+        call = json_at(doc, "data", "call", "id")
+        state = json_at(doc, "data", "call", "state")
         key = tuple(_h(v) for v in (channel, message_type, notification_type, call, state))
         label = " ".join(
             str(v)
@@ -394,9 +395,9 @@ def steps_of(cassette: Cassette, options: DiffOptions = DiffOptions()) -> list[S
         notes = _notes([next(it) for _ in s.notifications])
         prefix = f"[{cassette.desktops[s.desktop].name}] " if several else ""
         if s.exchange is not None:
-            method = _at(exchange, "request", "method")
-            path = _at(exchange, "request", "path")
-            op = _at(exchange, "request", "body", "operationName")
+            method = json_at(exchange, "request", "method")
+            path = json_at(exchange, "request", "path")
+            op = json_at(exchange, "request", "body", "operationName")
             key: tuple[Hashable, ...] = ("exchange", s.desktop, _h(method), _h(path), _h(op))
             relaxed: tuple[Hashable, ...] = ("exchange", s.desktop, _h(method), _h(op))
             label = " ".join(str(v) for v in (op, method, path) if v is not None)

@@ -30,9 +30,9 @@ from typing import Any
 
 import orjson
 
-from relay.diff import DiffResult, Finding, Kind, Note, Step
+from relay.diff import DiffResult, Finding, Kind, Note, Step, json_at
 from relay.diff_align import align
-from relay.html import static_text
+from relay.html import document, static_text
 
 _VALUE_WIDTH = 90  # longest JSON value shown before it is cut (the whole is in the tooltip)
 
@@ -43,14 +43,6 @@ def _e(text: Any) -> str:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _at(doc: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
 
 
 def _state_class(state: str) -> str:
@@ -114,7 +106,7 @@ def _moved(findings: list[Finding], side: str) -> str:
 
 
 def _caps(doc: Any, findings: list[Finding], side: str) -> str:
-    caps = _at(doc, "data", "call", "capabilities")
+    caps = json_at(doc, "data", "call", "capabilities")
     if not isinstance(caps, list):
         return ""
     lost = {str(f.a) for f in findings if f.kind is Kind.CAPABILITY_LOST}
@@ -136,17 +128,17 @@ def _caps(doc: Any, findings: list[Finding], side: str) -> str:
 def _note_card(note: Note, findings: list[Finding], side: str, status: str) -> str:
     doc = note.doc
     parts = []
-    state = _at(doc, "data", "call", "state")
+    state = json_at(doc, "data", "call", "state")
     if state is not None:
         parts.append(f'<span class="{_state_class(str(state))}">{_e(state)}</span>')
-    call = _at(doc, "data", "call", "id")
+    call = json_at(doc, "data", "call", "id")
     if call is not None:
         parts.append(f'<span class="d-call">{_e(call)}</span>')
-    call_type = _at(doc, "data", "call", "callType")
+    call_type = json_at(doc, "data", "call", "callType")
     if call_type is not None:
         parts.append(f'<span class="d-calltype">{_e(call_type)}</span>')
-    channel = _at(doc, "channel")
-    kind = _at(doc, "data", "notificationType") or _at(doc, "data", "messageType")
+    channel = json_at(doc, "channel")
+    kind = json_at(doc, "data", "notificationType") or json_at(doc, "data", "messageType")
     what = " · ".join(str(x) for x in (channel, kind) if x is not None)
     parts.append(f'<span class="d-channel">{_e(what or note.label)}</span>')
     parts.append(_moved(findings, side))
@@ -162,10 +154,10 @@ def _step_head(step: Step, findings: list[Finding], side: str, status: str) -> s
     if x is None:
         head = '<span class="d-unsolicited">unsolicited</span>'
     else:
-        method = _at(x, "request", "method")
-        path = _at(x, "request", "path")
-        op = _at(x, "request", "body", "operationName")
-        answer = _at(x, "response", "status")
+        method = json_at(x, "request", "method")
+        path = json_at(x, "request", "path")
+        op = json_at(x, "request", "body", "operationName")
+        answer = json_at(x, "response", "status")
         head = (
             f'<span class="d-arrow">→</span><span class="d-method">{_e(method)}</span>'
             + (f'<span class="d-op">{_e(op)}</span>' if op is not None else "")
@@ -175,8 +167,8 @@ def _step_head(step: Step, findings: list[Finding], side: str, status: str) -> s
             changed = any(f.kind is Kind.STATUS_CHANGED for f in findings)
             cls = "d-status d-status-changed" if changed else "d-status"
             head += f'<span class="{cls}">{_e(answer)}</span>'
-        elif _at(x, "error") is not None:
-            head += f'<span class="d-status d-status-failed">{_e(_at(x, "error"))}</span>'
+        elif json_at(x, "error") is not None:
+            head += f'<span class="d-status d-status-failed">{_e(json_at(x, "error"))}</span>'
     return (
         f'<div class="d-step-head d-{status}" title="{_e(step.label)}">{head}'
         f"{_moved(findings, side)}{_field_lines(findings, side)}</div>"
@@ -310,35 +302,23 @@ def page(
         '<div class="d-side"><span class="d-letter">{letter}</span><code>{name}</code>'
         '<span class="d-title">{title}</span></div>'
     )
-    return _PAGE.format(
-        csp=_CSP,
-        title=_e(f"relay diff {a_name} {b_name}"),
-        css=static_text("timeline.css") + static_text("diff.css"),
+    body = _BODY.format(
         a=side.format(letter="A", name=_e(a_name), title=_e(a_title)),
         b=side.format(letter="B", name=_e(b_name), title=_e(b_title)),
         summary=_e(summary),
         tally=tally,
         bands="\n".join(bands) + _leftovers(found.rest()),
     )
+    return document(
+        title=f"relay diff {a_name} {b_name}",
+        generator="relay diff --format html",
+        css=static_text("timeline.css") + static_text("diff.css"),
+        body_class="d-page",
+        body=body,
+    )
 
 
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
-
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="relay diff --format html">
-<link rel="icon" href="data:,">
-<title>{title}</title>
-<style>
-{css}
-</style>
-</head>
-<body class="d-page">
-<header class="d-header">
+_BODY = """<header class="d-header">
 <h1>relay diff</h1>
 <div class="d-sides">{a}{b}</div>
 <p class="d-summary"><b>{summary}</b> {tally}</p>
@@ -355,6 +335,4 @@ document.getElementById("d-only").addEventListener("change", function (e) {{
   document.getElementById("d-bands").classList.toggle("d-only", e.target.checked);
 }});
 </script>
-</body>
-</html>
 """

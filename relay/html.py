@@ -242,21 +242,28 @@ def inline_script(source: str) -> str:
 #: Nothing may be fetched: no fonts, images, scripts or connections (the page is a file).
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="relay show --html">
-<link rel="icon" href="data:,">
-<title>{title}</title>
-<style>
-{css}
-</style>
-</head>
-<body class="rt-page">
-<div id="rt-header"></div>
+
+def document(*, title: str, generator: str, css: str, body_class: str, body: str) -> str:
+    """A self-contained HTML page: the CSS inlined, nothing fetched (``CSP``). ``title`` is
+    text (escaped here); ``css`` and ``body`` are markup the caller built safely."""
+    return (
+        "<!doctype html>\n"
+        '<html lang="en">\n'
+        "<head>\n"
+        '<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta name="generator" content="{html.escape(generator)}">\n'
+        '<link rel="icon" href="data:,">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        f"<style>\n{css}\n</style>\n"
+        "</head>\n"
+        f'<body class="{body_class}">\n{body}</body>\n'
+        "</html>\n"
+    )
+
+
+_BODY = """<div id="rt-header"></div>
 <div id="rt-view"></div>
 <script type="application/json" id="rt-data">{data}</script>
 <script>
@@ -269,18 +276,19 @@ _PAGE = """<!doctype html>
   RelayTimeline.header(document.getElementById("rt-header"), data, view);
 }})();
 </script>
-</body>
-</html>
 """
 
 
 def page(cassette: Cassette) -> str:
     """The self-contained HTML page of ``relay show --html``: no network, works from file://."""
     title = cassette.meta.title or "(untitled cassette)"
-    return _PAGE.format(
-        csp=CSP,
-        title=html.escape(f"{title} · relay show"),
+    body = _BODY.format(
+        data=script_json(model(cassette)), js=inline_script(static_text("timeline.js"))
+    )
+    return document(
+        title=f"{title} · relay show",
+        generator="relay show --html",
         css=static_text("timeline.css"),
-        data=script_json(model(cassette)),
-        js=inline_script(static_text("timeline.js")),
+        body_class="rt-page",
+        body=body,
     )
