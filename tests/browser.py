@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import jspeers
 import pytest
 from aiohttp import web
+from relayproc import Served, relay_server
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
@@ -240,44 +242,6 @@ class DesktopPage:
 # --- relay as a subprocess --------------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    """A running ``relay`` serving verb: its URL and its output so far."""
-
-    url: str
-    process: asyncio.subprocess.Process
-    stdout: jspeers.Lines
-    stderr: jspeers.Lines
-
-    def output(self) -> str:
-        return f"--- stdout:\n{self.stdout.text}\n--- stderr:\n{self.stderr.text}"
-
-
-@contextlib.asynccontextmanager
-async def _serve(*args: str) -> AsyncIterator[Served]:
-    process = await asyncio.create_subprocess_exec(
-        *RELAY,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    stdout, stderr = jspeers.Lines(process.stdout), jspeers.Lines(process.stderr)
-    try:
-        try:
-            first = await stdout.wait_for(lambda lines: lines[:1], jspeers.START_TIMEOUT)
-        except (TimeoutError, EOFError) as e:
-            raise AssertionError(f"relay {args[0]} did not start:\n{stderr.text}") from e
-        assert first[0].startswith("listening on http://"), f"{first[0]!r}\n{stderr.text}"
-        yield Served(first[0].removeprefix("listening on "), process, stdout, stderr)
-    finally:
-        await jspeers.stop_process(process, grace=15)
-        await stdout.finish()
-        await stderr.finish()
-
-
 @contextlib.asynccontextmanager
 async def relay_record(upstream: str, out: Path) -> AsyncIterator[Served]:
     """``relay record --upstream UPSTREAM -o OUT --port 0`` (its own mitmproxy confdir).
@@ -285,8 +249,10 @@ async def relay_record(upstream: str, out: Path) -> AsyncIterator[Served]:
     Leaving the block sends SIGTERM, which finishes the cassette, and waits for the exit.
     """
     confdir = out.parent / f".mitmproxy-{out.stem}"
-    async with _serve(
-        "record", "--upstream", upstream, "-o", str(out), "--port", "0", "--confdir", str(confdir)
+    async with relay_server(
+        *("record", "--upstream", upstream, "-o", str(out), "--port", "0"),
+        *("--confdir", str(confdir)),
+        grace=15,
     ) as served:
         yield served
 
@@ -294,24 +260,13 @@ async def relay_record(upstream: str, out: Path) -> AsyncIterator[Served]:
 @contextlib.asynccontextmanager
 async def relay_replay(cassette: Path, *args: str) -> AsyncIterator[Served]:
     """``relay replay CASSETTE --port 0 [ARGS]``."""
-    async with _serve("replay", str(cassette), "--port", "0", *args) as served:
+    async with relay_server("replay", str(cassette), "--port", "0", *args, grace=15) as served:
         yield served
 
 
 async def finish(served: Served, timeout: float = 20) -> int:
     """SIGTERM a relay we started and wait for it: its exit status."""
-    with contextlib.suppress(ProcessLookupError):
-        served.process.terminate()
-    try:
-        await asyncio.wait_for(served.process.wait(), timeout)
-    except TimeoutError as e:
-        raise AssertionError(
-            f"relay did not exit {timeout}s after SIGTERM:\n{served.output()}"
-        ) from e
-    await served.stdout.finish()
-    await served.stderr.finish()
-    assert served.process.returncode is not None
-    return served.process.returncode
+    return await served.stop(signal.SIGTERM, timeout)
 
 
 # --- another origin ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 from pathlib import Path
@@ -10,13 +11,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from relayproc import relay_server, run_relay
+from relayproc import Served, relay_server, run_relay
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "cassettes" / "two-step-transfer.json"
 
 
-def replaying(*args: str):  # type: ignore[no-untyped-def]
+def replaying(*args: str) -> contextlib.AbstractAsyncContextManager[Served]:
     return relay_server("replay", *args)
 
 
@@ -25,10 +26,8 @@ async def run(*args: str) -> tuple[int, str, str]:
 
 
 async def test_listening_line_then_a_line_per_exchange_and_a_quick_stop() -> None:
-    async with replaying(str(SEED), "--port", "0", "--speed", "0", "--timeout", "60000") as (
-        base,
-        proc,
-    ):
+    async with replaying(str(SEED), "--port", "0", "--speed", "0", "--timeout", "60000") as relay:
+        base = relay.url
         async with aiohttp.ClientSession() as http:
             url = base + "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005"
             async with http.post(url, json={"operationName": "Answer"}) as resp:
@@ -53,31 +52,29 @@ async def test_listening_line_then_a_line_per_exchange_and_a_quick_stop() -> Non
             )
             await asyncio.sleep(0.2)
             assert not held.done()
-            proc.send_signal(signal.SIGTERM)
+            relay.process.send_signal(signal.SIGTERM)
             resp = await asyncio.wait_for(held, 10)
             assert resp.status == 200
             (reply,) = await resp.json()
             assert reply["channel"] == "/meta/connect"
             assert reply["advice"]["reconnect"] == "none"
             resp.release()
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-        assert proc.stdout is not None
-        rest = (await proc.stdout.read()).decode()
+        assert await relay.stop(timeout=10) == 0
+        rest = relay.stdout.text
         assert "-> POST /api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005 (Answer) 200 [x1]" in rest
 
 
 async def test_quiet_prints_only_the_listening_line_and_errors() -> None:
-    async with replaying(str(SEED), "--port", "0", "--quiet") as (base, proc):
+    async with replaying(str(SEED), "--port", "0", "--quiet") as relay:
+        base = relay.url
         async with aiohttp.ClientSession() as http:
             url = base + "/api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005"
             async with http.post(url, json={"operationName": "Answer"}) as resp:
                 assert resp.status == 200
             async with http.post(url, json={"operationName": "Hold"}) as resp:
                 assert resp.status == 404
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-        assert proc.stdout is not None
-        lines = (await proc.stdout.read()).decode().splitlines()
+        assert await relay.stop(signal.SIGINT, timeout=10) == 0
+        lines = relay.stdout.lines[1:]  # after the listening line
         assert len(lines) == 1, lines
         assert "NO MATCH POST /api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005 (Hold)" in lines[0]
 

@@ -178,9 +178,13 @@ async def test_enter_in_the_terminal_releases_the_next_group() -> None:
     import orjson
 
     async with relay_server(
-        "replay", str(SEED_PATH), "--port", "0", "--speed", "0", "--step", "--timeout", "500"
-    ) as (base, proc):
-        url = base.replace("127.0.0.1", "localhost")
+        "replay",
+        str(SEED_PATH),
+        *("--port", "0", "--speed", "0", "--step", "--timeout", "500"),
+        stdin=asyncio.subprocess.PIPE,
+    ) as relay:
+        url = relay.url.replace("127.0.0.1", "localhost")
+        stdin = relay.process.stdin
         async with aiohttp.ClientSession() as http:
             bx = url + "/api/v2/notifications"
 
@@ -197,8 +201,8 @@ async def test_enter_in_the_terminal_releases_the_next_group() -> None:
             held = asyncio.ensure_future(post([conn]))
             await asyncio.sleep(0.1)
             assert not held.done()
-            assert proc.stdin is not None
-            proc.stdin.write(b"\n")
-            await proc.stdin.drain()
+            assert stdin is not None
+            stdin.write(b"\n")
+            await stdin.drain()
             replies = await asyncio.wait_for(held, 5)
             assert [m["data"]["call"]["state"] for m in replies if "data" in m] == ["Ringing"]

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from jspeers import _Lines, _stop
+from relayproc import Served, relay_server
 
 from relay import cassette as cas
 from relay.cassette import Exchange, Notification
@@ -247,23 +247,10 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
 
 
 @dataclass
-class Recording:
-    """A running ``relay record``: its URL, output and output lines."""
+class Recording(Served):
+    """A running ``relay record``: its URL, output, and the cassette it writes."""
 
-    url: str
     out: Path
-    process: asyncio.subprocess.Process
-    stdout: _Lines
-    stderr: _Lines
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        """Send ``sig`` to the recorder (by pid) and wait for it to exit; its exit status."""
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-        code = await asyncio.wait_for(self.process.wait(), timeout)
-        await self.stdout.finish()
-        await self.stderr.finish()
-        return code
 
     def cassette(self) -> cas.Cassette:
         return cas.load(self.out)
@@ -273,38 +260,13 @@ class Recording:
 async def recording(upstream: str, out: Path, *args: str) -> AsyncIterator[Recording]:
     """Run ``relay record --upstream UPSTREAM -o OUT --port 0`` with its own confdir."""
     confdir = out.parent / f".mitmproxy-{out.stem}"
-    process = await asyncio.create_subprocess_exec(
-        *RELAY,
-        "record",
-        "--upstream",
-        upstream,
-        "-o",
-        str(out),
-        "--port",
-        "0",
-        "--confdir",
-        str(confdir),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    stdout, stderr = _Lines(process.stdout), _Lines(process.stderr)
-    try:
-        try:
-            first = await stdout.wait_for(lambda lines: lines[:1], START_TIMEOUT)
-        except (TimeoutError, EOFError) as e:
-            raise AssertionError(f"relay record did not start:\n{stderr.text}") from e
-        assert first[0].startswith("listening on http://127.0.0.1:"), first[0]
-        url = first[0].removeprefix("listening on ")
-        assert not url.endswith(":0")
-        yield Recording(url, out, process, stdout, stderr)
-    finally:
-        await _stop(process)
-        await stdout.finish()
-        await stderr.finish()
+    async with relay_server(
+        *("record", "--upstream", upstream, "-o", str(out), "--port", "0"),
+        *("--confdir", str(confdir), *args),
+    ) as served:
+        assert served.url.startswith("http://127.0.0.1:"), served.url
+        assert not served.url.endswith(":0")
+        yield Recording(served.url, served.process, served.stdout, served.stderr, out)
 
 
 # --- the desktop's side ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import jspeers
 import pytest
+from relayproc import relay_server
 from test_record import RELAY, assert_no_secret, events_of, recording
 
 from relay import cassette as cas
@@ -44,33 +45,9 @@ def localhost(url: str) -> str:
 @contextlib.asynccontextmanager
 async def replay_server(cassette: Path, *args: str) -> AsyncIterator[str]:
     """``relay replay CASSETTE --port 0 --speed 0 [ARGS]``; yields its URL."""
-    process = await asyncio.create_subprocess_exec(
-        *RELAY,
-        "replay",
-        str(cassette),
-        "--port",
-        "0",
-        "--speed",
-        "0",
-        "-q",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    stdout, stderr = jspeers._Lines(process.stdout), jspeers._Lines(process.stderr)
-    try:
-        try:
-            first = await stdout.wait_for(lambda lines: lines[:1], jspeers.START_TIMEOUT)
-        except (TimeoutError, EOFError) as e:
-            raise AssertionError(f"relay replay did not start:\n{stderr.text}") from e
-        assert first[0].startswith("listening on http://"), first[0]
-        yield first[0].removeprefix("listening on ")
-    finally:
-        await jspeers._stop(process)
-        await stdout.finish()
-        await stderr.finish()
+    replay = ("replay", str(cassette), "--port", "0", "--speed", "0", "-q", *args)
+    async with relay_server(*replay) as served:
+        yield served.url
 
 
 async def desktop_session(

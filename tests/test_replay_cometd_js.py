@@ -26,8 +26,8 @@ def expected(base: str) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("transport", ["long-polling", "websocket"])
 async def test_official_client_gets_exactly_the_seed_notifications(transport: str) -> None:
-    async with relay_server("replay", str(SEED), "--port", "0", "--speed", "0") as (base, _):
-        url = base.replace("127.0.0.1", "localhost")
+    async with relay_server("replay", str(SEED), "--port", "0", "--speed", "0") as relay:
+        url = relay.url.replace("127.0.0.1", "localhost")
         result = await jspeers.run_desktop(url, transport=transport, count=6)
     assert result.notifications == expected(url)
     # The REST operations were sent as the notifications arrived, and all answered.
@@ -42,8 +42,8 @@ async def test_official_client_gets_exactly_the_seed_notifications(transport: st
 
 
 async def test_two_official_desktops_at_once() -> None:
-    async with relay_server("replay", str(SEED), "--port", "0", "--speed", "0") as (base, _):
-        url = base.replace("127.0.0.1", "localhost")
+    async with relay_server("replay", str(SEED), "--port", "0", "--speed", "0") as relay:
+        url = relay.url.replace("127.0.0.1", "localhost")
         a, b = await asyncio.gather(
             jspeers.run_desktop(url, transport="long-polling", count=6),
             jspeers.run_desktop(url, transport="websocket", count=6),
@@ -54,7 +54,7 @@ async def test_two_official_desktops_at_once() -> None:
 
 async def test_recorded_pace_at_high_speed() -> None:
     # --speed 100: the 100 ms gaps become 1 ms; order and content are unchanged.
-    async with relay_server("replay", str(SEED), "--port", "0", "--speed", "100") as (base, _):
-        url = base.replace("127.0.0.1", "localhost")
+    async with relay_server("replay", str(SEED), "--port", "0", "--speed", "100") as relay:
+        url = relay.url.replace("127.0.0.1", "localhost")
         result = await jspeers.run_desktop(url, transport="websocket", count=6)
     assert result.notifications == expected(url)
