@@ -58,7 +58,7 @@ from typing import Any
 
 from relay.canon import canonicalise
 from relay.cassette import Body, Cassette, Exchange, Notification, Pairs
-from relay.diff_align import align
+from relay.diff_align import Pair, align
 from relay.errors import DiffError
 
 JSON = Any
@@ -477,15 +477,20 @@ def _fields(step: str, note: str | None, a: JSON, b: JSON) -> Iterator[Finding]:
         yield Finding(step, note, kind, render_path(path), va, vb)
 
 
-def _compare_steps(sa: Step, sb: Step) -> Iterator[Finding]:
-    step = sa.label
-    yield from _fields(step, None, sa.exchange, sb.exchange)
-    pairs = align(
+def align_notes(sa: Step, sb: Step) -> list[Pair]:
+    """The notifications of two matched steps, aligned (the text and HTML views share it)."""
+    return align(
         [n.key for n in sa.notes],
         [n.key for n in sb.notes],
         [n.relaxed for n in sa.notes],
         [n.relaxed for n in sb.notes],
     )
+
+
+def _compare_steps(sa: Step, sb: Step) -> Iterator[Finding]:
+    step = sa.label
+    yield from _fields(step, None, sa.exchange, sb.exchange)
+    pairs = align_notes(sa, sb)
     for p in pairs:
         if p.b is None:
             assert p.a is not None

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from relay.diff import DiffResult, Finding, Kind, Note, Step, json_at
+from relay.diff import DiffResult, Finding, Kind, Note, Step, align_notes, json_at
 from relay.diff_align import align
 from relay.html import document, static_text
 
@@ -207,12 +207,7 @@ def _band(sa: Step | None, sb: Step | None, found: _Findings) -> tuple[str, str]
             _step_head(sb, step_findings, "b", "changed" if changed else "same"),
         )
     )
-    pairs = align(
-        [n.key for n in sa.notes],
-        [n.key for n in sb.notes],
-        [n.relaxed for n in sa.notes],
-        [n.relaxed for n in sb.notes],
-    )
+    pairs = align_notes(sa, sb)
     for p in pairs:
         na = sa.notes[p.a] if p.a is not None else None
         nb = sb.notes[p.b] if p.b is not None else None
