@@ -38,12 +38,16 @@ class Served:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(sig)
+        return await self.wait(timeout)
+
+    async def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the exit (after a signal the test sent itself: a second one could land
+        after the event loop closed, when the default action applies) and the rest of the
+        output; the exit status."""
         try:
             code = await asyncio.wait_for(self.process.wait(), timeout)
         except TimeoutError as e:
-            raise AssertionError(
-                f"relay did not exit {timeout}s after signal {sig}:\n{self.output()}"
-            ) from e
+            raise AssertionError(f"relay did not exit within {timeout}s:\n{self.output()}") from e
         await self.stdout.finish()
         await self.stderr.finish()
         return code

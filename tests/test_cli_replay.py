@@ -59,7 +59,7 @@ async def test_listening_line_then_a_line_per_exchange_and_a_quick_stop() -> Non
             assert reply["channel"] == "/meta/connect"
             assert reply["advice"]["reconnect"] == "none"
             resp.release()
-        assert await relay.stop(timeout=10) == 0
+        assert await relay.wait(timeout=10) == 0
         rest = relay.stdout.text
         assert "-> POST /api/v2/me/calls/011DJV5JI898NB2L04000VTAES000005 (Answer) 200 [x1]" in rest
 
