@@ -32,6 +32,7 @@ logger = logging.getLogger("relay.record")
 
 _XID = "relay.exchange_id"  # flow.metadata key: the journaled exchange's id
 _DONE = "relay.answered"  # flow.metadata key: its answer was journaled
+_ROUTE = "relay.route"  # flow.metadata key: how it is recorded (None: not at all)
 
 
 def _bad_option(message: str) -> Exception:
@@ -215,14 +216,12 @@ class Recorder:
     # --- hooks --------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if not self._recorded(flow):
-            return
         if self._route(flow) in (rec.Route.EXCHANGE, rec.Route.ASSET):
             for name in rec.CONDITIONAL_HEADERS:
                 flow.request.headers.pop(name, None)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if not self._recorded(flow) or self._route(flow) is not rec.Route.EXCHANGE:
+        if self._route(flow) is not rec.Route.EXCHANGE:
             return
         xid = self._id("x")
         flow.metadata[_XID] = xid
@@ -240,9 +239,9 @@ class Recorder:
         self._write(rec.request_record(xid, flow.request.timestamp_start, request))
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if not self._recorded(flow) or flow.response is None:
-            return
         route = self._route(flow)
+        if route is None or flow.response is None:
+            return
         if route is rec.Route.BAYEUX:
             # arrival at relay, on the same clock as the exchanges' answers (timestamp_end)
             at = flow.response.timestamp_end or time.time()
@@ -270,7 +269,7 @@ class Recorder:
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         assert flow.websocket is not None
         message = flow.websocket.messages[-1]
-        bayeux = self._recorded(flow) and self._route(flow) is rec.Route.BAYEUX
+        bayeux = self._route(flow) is rec.Route.BAYEUX
         if bayeux and not message.from_client and message.is_text:
             self._scan(message.content, message.timestamp)
             self.status.changed()
@@ -291,8 +290,18 @@ class Recorder:
             return bool(flow.request.host == host and flow.request.port == int(port or default))
         return True
 
-    def _route(self, flow: http.HTTPFlow) -> rec.Route:
-        return rec.route(flow.request.method, flow.request.path, ctx.options.relay_bayeux_path)
+    def _route(self, flow: http.HTTPFlow) -> rec.Route | None:
+        """How ``flow`` is recorded, None when not at all; decided at its first hook and kept
+        in its metadata as plain text (``mitmdump -w`` saves metadata: no enums there)."""
+        try:
+            kept: str = flow.metadata[_ROUTE]
+        except KeyError:
+            kept = ""
+            if self._recorded(flow):
+                path, bayeux = flow.request.path, ctx.options.relay_bayeux_path
+                kept = rec.route(flow.request.method, path, bayeux).value
+            flow.metadata[_ROUTE] = kept
+        return rec.Route(kept) if kept else None
 
     def _id(self, prefix: str) -> str:
         self._next[prefix] += 1

@@ -174,18 +174,31 @@ def redact_json(value: Any, r: Rules, ph: Placeholders) -> Any:
 def _walk(
     value: Any, r: Rules, ph: Placeholders, anchored: list[tuple[str, ...]], kind: str
 ) -> Any:
+    # Copy on write: a body without secrets (nearly every one) comes back as the same object,
+    # with no dict or list built on the way (the recorder runs this on every body it sees).
     if isinstance(value, list):
-        return [_walk(v, r, ph, anchored, kind) for v in value]
+        items = [_walk(v, r, ph, anchored, kind) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if not isinstance(value, dict):
         return value
-    out: dict[str, Any] = {}
+    changed: dict[str, Any] | None = None
     for key, child in value.items():
-        if _key_is_secret(key, r) or any(p[0] in (key, "*") and len(p) == 1 for p in anchored):
-            out[key] = _all_leaves(child, ph, key)
+        if _key_is_secret(key, r) or (
+            anchored and any(p[0] in (key, "*") and len(p) == 1 for p in anchored)
+        ):
+            new = _all_leaves(child, ph, key)
+        elif isinstance(child, dict | list):
+            rest = [p[1:] for p in anchored if p[0] in (key, "*") and len(p) > 1]
+            new = _walk(child, r, ph, rest, key)
+        else:
             continue
-        rest = [p[1:] for p in anchored if p[0] in (key, "*") and len(p) > 1]
-        out[key] = _walk(child, r, ph, rest, key)
-    return out
+        if new is not child:
+            if changed is None:
+                changed = {}
+            changed[key] = new
+    if changed is None:
+        return value
+    return {k: changed.get(k, v) for k, v in value.items()}
 
 
 @functools.lru_cache(maxsize=4096)

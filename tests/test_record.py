@@ -936,6 +936,9 @@ async def test_the_addon_runs_in_mitmdump(tmp_path: Path) -> None:
             relay.record.__file__,
             "--set",
             f"relay_output={out}",
+            # with mitmproxy's own recorder too: what the addon keeps in flow.metadata saves
+            "-w",
+            str(tmp_path / "flows"),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -969,6 +972,11 @@ async def test_the_addon_runs_in_mitmdump(tmp_path: Path) -> None:
     exchanges, _ = events_of(cas.load(out))
     assert [x.request.operation_name for x in exchanges] == [None, "Hold"]
     assert cas.load(out).meta.upstream == upstream
+    from mitmproxy import io as mitm_io
+
+    with (tmp_path / "flows").open("rb") as f:
+        saved = list(mitm_io.FlowReader(f).stream())
+    assert [flow.metadata["relay.route"] for flow in saved] == ["exchange", "exchange"]
     assert_no_secret(out, PASSWORD, gws.csrf, gws.session_id)
 
 

@@ -219,3 +219,35 @@ def test_redaction_is_idempotent_and_leaves_no_secret_leaf(value: Any) -> None:
     # every leaf under a secret key is now a placeholder
     assert all(is_placeholder(s) for s in _secret_strings(once))
     json.dumps(once)  # still JSON
+
+
+@given(json_values)
+def test_redaction_never_changes_its_input_and_shares_what_it_does_not_change(value: Any) -> None:
+    r = rules(json_paths=["userData"])
+    before = json.dumps(value, sort_keys=True)
+    out = redact_json(value, r, Placeholders())
+    assert json.dumps(value, sort_keys=True) == before
+    if not _secret_strings(value):
+        assert out == value
+    if not _secret_keys(value):  # nothing to look at: the very same object comes back
+        assert out is value
+
+
+def _secret_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(
+            k in ("password", "userData", "token") or _secret_keys(v) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_secret_keys(v) for v in value)
+    return False
+
+
+def test_a_body_without_secrets_is_not_copied() -> None:
+    body = {"user": {"id": "7", "devices": [{"id": "d1", "phoneNumber": "5001"}]}}
+    assert redact_json(body, DEFAULT_RULES, Placeholders()) is body
+    mixed = {"user": {"id": "7", "password": "pw"}, "devices": [{"id": "d1"}]}
+    out = redact_json(mixed, DEFAULT_RULES, Placeholders())
+    assert out["user"]["password"] == "<redacted:password:1>"
+    assert mixed["user"]["password"] == "pw"
+    assert out["devices"] is mixed["devices"]
