@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from relay import cassette as cas
-from relay.link import Linker, Operation, call_of_path, call_of_uri, link, reference_id
+from relay.link import (
+    Linker,
+    Operation,
+    call_of_path,
+    call_of_uri,
+    device_of_dial,
+    device_of_uri,
+    is_state_operation_path,
+    link,
+    reference_id,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 URI = "http://127.0.0.1:8080/api/v2/me/calls/"
@@ -99,11 +109,90 @@ def test_unsolicited_and_unrelated_operations() -> None:
             op("x2", "a", "Whatever", method="GET"),  # a GET is not an operation
             ("request", Operation("x3", "POST", "/api/v2/me/channels/voice", {})),
             ("notification", ("n2", call("a", "Released"))),
+            op("x4", "b", "Hangup"),  # the latest operation is not an agent-state one
             ("notification", ("n3", {"channel": "/v2/me/devices", "data": {"x": 1}})),
             ("notification", ("n4", {"channel": "/v2/me", "data": "not an object"})),
         ]
     )
     assert causes == {"n1": None, "n2": None, "n3": None, "n4": None}
+
+
+def dialing(call_id: str, device: str | None = "d1", **extra: Any) -> dict[str, Any]:
+    more = {"deviceUri": f"http://h/api/v2/devices/{device}"} if device else {}
+    return call(call_id, "Dialing", callType="Internal", **more, **extra)
+
+
+def dial(xid: str, device: str = "d1") -> tuple[str, Operation]:
+    body = {"operationName": "Dial", "destination": {"phoneNumber": "5001"}}
+    return "request", Operation(xid, "POST", f"/api/v2/me/devices/{device}/calls", body)
+
+
+def test_a_dialled_call_is_caused_by_its_dial_and_its_later_states_too() -> None:
+    causes = link(
+        [
+            dial("x1"),
+            ("response", ("x1", {"statusCode": 0})),
+            ("notification", ("n1", dialing("c"))),
+            ("notification", ("n2", call("c", "Established"))),
+            op("x2", "c", "Hangup"),
+            ("notification", ("n3", call("c", "Released"))),
+        ]
+    )
+    assert causes == {"n1": "x1", "n2": "x1", "n3": "x2"}
+
+
+def test_each_dial_makes_one_call_on_its_own_device() -> None:
+    causes = link(
+        [
+            dial("x1", "d1"),
+            dial("x2", "d2"),
+            ("notification", ("n1", dialing("c2", "d2"))),
+            ("notification", ("n2", dialing("c1", "d1"))),
+            ("notification", ("n3", dialing("c3", "d1"))),  # d1's Dial is taken: no cause
+            ("notification", ("n4", dialing("c4", None))),  # no device named, none left
+        ]
+    )
+    assert causes == {"n1": "x2", "n2": "x1", "n3": None, "n4": None}
+
+
+def test_an_inbound_or_already_seen_call_is_not_made_by_a_dial() -> None:
+    causes = link(
+        [
+            ("notification", ("n1", call("a", "Ringing", callType="Inbound"))),
+            dial("x1"),
+            ("notification", ("n2", call("b", "Dialing", callType="Inbound"))),
+            ("notification", ("n3", call("c", "Ringing"))),
+            ("notification", ("n4", call("c", "Dialing"))),  # c was seen before the Dialing
+            ("notification", ("n5", dialing("d"))),
+        ]
+    )
+    assert causes == {"n1": None, "n2": None, "n3": None, "n4": None, "n5": "x1"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v2/me", "/api/v2/me/devices/d1", "/api/v2/me/channels/voice"]
+)
+def test_agent_state_operations_cause_the_device_and_channel_notifications_after_them(
+    path: str,
+) -> None:
+    ready = {"operationName": "Ready"}
+    devices = {"channel": "/v2/me/devices", "data": {"messageType": "DeviceStateChangeMessage"}}
+    channels = {"channel": "/v2/me/channels", "data": {"messageType": "ChannelStateChanged"}}
+    causes = link(
+        [
+            ("notification", ("n0", devices)),  # before any operation: unsolicited
+            ("request", Operation("x1", "POST", path, ready)),
+            ("notification", ("n1", devices)),
+            ("notification", ("n2", channels)),
+            ("request", Operation("x2", "GET", "/api/v2/me", None)),  # GETs do not count
+            ("notification", ("n3", devices)),
+            op("x3", "c", "Answer"),
+            ("notification", ("n4", devices)),  # after a call operation: unsolicited
+            ("request", Operation("x4", "POST", "/api/v2/me/devices/d1/calls", ready)),
+            ("notification", ("n5", devices)),  # after a Dial: not an agent-state operation
+        ]
+    )
+    assert causes == {"n0": None, "n1": "x1", "n2": "x1", "n3": "x1", "n4": None, "n5": None}
 
 
 def test_latest_operation_before_the_notification_only() -> None:
@@ -126,6 +215,17 @@ def test_families_merge_transitively() -> None:
         ]
     )
     assert causes == {"n1": "x1", "n2": "x1", "n3": "x2"}
+
+
+def test_dial_and_state_paths() -> None:
+    assert device_of_dial("/api/v2/me/devices/d1/calls") == "d1"
+    assert device_of_dial("/api/v2/me/devices/d1/calls/x") is None
+    assert device_of_uri("http://h/api/v2/devices/\n d1 ") == "d1"
+    assert device_of_uri(None) is None
+    for yes in ("/api/v2/me", "/api/v2/me/", "/api/v2/me/devices/d1", "/api/v2/me/channels/voice"):
+        assert is_state_operation_path(yes), yes
+    for no in ("/api/v2/me/calls/a", "/api/v2/me/devices/d1/calls", "/api/v2/mex"):
+        assert not is_state_operation_path(no), no
 
 
 def test_helpers() -> None:
