@@ -16,6 +16,8 @@ is left to compare:
   itself is a dangling reference, such as Sample 1's ``parentCallPath`` that names a call
   appearing nowhere else: it becomes ``<KIND-?>`` and takes no number, so it cannot shift the
   numbering of the others.
+- A string under any other key (``userData``, ``extensions``) that equals one of those
+  identifiers gets the same name: a call id copied into attached data is renamed with the call.
 - URIs and paths keep their shape; the origin becomes ``<origin>`` and the id parts are renamed
   (``http://host:8080/api/v2/me/calls/X`` -> ``<origin>/api/v2/me/calls/<call-1>``).
 - ``duration`` and timestamp fields (``DROPPED_KEYS``, keys ending in ``Timestamp``, ``Date``,
@@ -215,13 +217,16 @@ class _Walker:
     """One walk over a cassette's documents: copies them, folding noise, and notes every
     identifier (in order of first appearance) and the slot it must be written to."""
 
-    __slots__ = ("id_slots", "keep_numbers", "seen", "uri_slots")
+    __slots__ = ("id_slots", "keep_numbers", "maybe_slots", "seen", "uri_slots")
 
     def __init__(self, *, keep_numbers: bool) -> None:
         self.keep_numbers = keep_numbers
         self.seen: dict[tuple[str, str], bool] = {}
         self.id_slots: list[_IdSlot] = []
         self.uri_slots: list[_UriSlot] = []
+        # Id-like strings under other keys (userData, extensions): renamed at the end if they
+        # are one of the identifiers seen elsewhere.
+        self.maybe_slots: list[tuple[Any, Any, str]] = []
 
     def see(self, kind: str, raw: str, reference: bool) -> None:
         if not self.seen.get((kind, raw), False):
@@ -247,8 +252,8 @@ class _Walker:
                 out[k] = self.obj(v, k)
             elif kind is list:
                 out[k] = self.array(v, k, key)
-            elif code == _PLAIN and (kind is not str or not v[:4].isdigit()):
-                out[k] = v  # the common case, kept fast: most values are plain
+            elif code == _PLAIN and (kind is not str or len(v) < 8):
+                out[k] = v  # the common case, kept fast: most values are plain and short
             else:
                 out[k] = self.scalar(v, rule, key, out, k)
         return out
@@ -295,6 +300,8 @@ class _Walker:
                 return value
             if _ISO_TIME.match(value):
                 return TIME_PLACEHOLDER
+            if looks_like_id(value):
+                self.maybe_slots.append((into, slot, value))
         return value
 
 
@@ -307,4 +314,12 @@ def canonicalise(docs: Sequence[JSON], *, keep_numbers: bool = False) -> list[JS
         into[slot] = table.tokens[kind_raw]
     for into, slot, parsed in walker.uri_slots:
         into[slot] = _render_uri(parsed, table)
+    if walker.maybe_slots:
+        by_value: dict[str, str] = {}
+        for (_, raw), token in table.tokens.items():
+            by_value.setdefault(raw, token)
+        for into, slot, raw in walker.maybe_slots:
+            token = by_value.get(raw)
+            if token is not None:
+                into[slot] = token
     return out

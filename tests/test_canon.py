@@ -173,6 +173,26 @@ def test_values_that_are_not_identifiers_are_kept() -> None:
     assert canonicalise([doc]) == [doc]
 
 
+def test_an_identifier_copied_into_attached_data_is_renamed_with_it() -> None:
+    def recording(call_id: str, conn: str, case: str) -> list[Any]:
+        user_data = {"GSW_CALL_ID": call_id, "ConnID": conn, "CaseNumber": case, "Lang": "EN"}
+        return [
+            {"call": {"id": call_id, "connId": conn, "userData": user_data}},
+            {"call": {"id": call_id, "userData": {"history": [call_id, "not-an-id"]}}},
+        ]
+
+    a = canonicalise(recording("01RCC3N118B1V0SL8O7GK2LAES00000M", "006e02a5b3f1a2d4", "C-1234567"))
+    b = canonicalise(recording("011DJV5JI898NB2L04000VTAES000005", "007a0b6e1c2d3e4f", "C-1234567"))
+    assert a == b
+    assert a[0]["call"]["userData"] == {
+        "GSW_CALL_ID": "<call-1>",
+        "ConnID": "<conn-1>",
+        "CaseNumber": "C-1234567",  # id-like, but no identifier seen elsewhere: kept
+        "Lang": "EN",
+    }
+    assert a[1]["call"]["userData"]["history"] == ["<call-1>", "not-an-id"]
+
+
 def test_the_input_is_not_modified() -> None:
     docs = [message(call("CALLM")), {"request": {"path": "/api/v2/me/calls/CALLM"}}]
     before = copy.deepcopy(docs)
