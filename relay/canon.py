@@ -319,7 +319,6 @@ def canonicalise(docs: Sequence[JSON], *, keep_numbers: bool = False) -> list[JS
         for (_, raw), token in table.tokens.items():
             by_value.setdefault(raw, token)
         for into, slot, raw in walker.maybe_slots:
-            token = by_value.get(raw)
-            if token is not None:
-                into[slot] = token
+            if raw in by_value:
+                into[slot] = by_value[raw]
     return out

@@ -56,6 +56,7 @@ class Journal:
         except OSError as e:
             raise RecordError(f"{self.path}: cannot create the journal ({e.strerror})") from e
         self._dirty = False
+        self._unsynced: set[Path] = set()  # asset files written since the last sync
 
     def append(self, record: dict[str, Any]) -> None:
         """Hand one record to the operating system (one ``write``; no fsync)."""
@@ -68,18 +69,42 @@ class Journal:
             view = view[written:]
         self._dirty = True
 
+    def track(self, path: str | os.PathLike[str]) -> None:
+        """Have the next :meth:`sync` flush this file (an asset) and its directory too."""
+        self._unsynced.add(Path(path))
+        self._dirty = True
+
     def sync(self) -> None:
-        """Flush the file to the disk if anything was written since the last sync."""
+        """Flush the journal, and the assets written since the last sync, to the disk if
+        anything was written since then. Runs off the event loop (``asyncio.to_thread``):
+        records appended meanwhile wait for the next sync."""
         if self._fd is not None and self._dirty:
             self._dirty = False
+            files, self._unsynced = self._unsynced, set()
             os.fsync(self._fd)
+            _fsync_paths(files)
 
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
+                files, self._unsynced = self._unsynced, set()
+                _fsync_paths(files)
             os.close(self._fd)
             self._fd = None
+
+
+def _fsync_paths(files: set[Path]) -> None:
+    """fsync each file, then each directory holding one (so that its new name is durable)."""
+    for path in (*sorted(files), *sorted({f.parent for f in files})):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -147,7 +172,8 @@ def store_asset(store: str | os.PathLike[str], content: bytes) -> str:
     target = Path(store) / digest
     if not target.exists():
         # Temporary file then rename, like cassette.write_atomic, but without an fsync per
-        # asset: a desktop loads hundreds of them at login; the journal's timer covers power cuts.
+        # asset: a desktop loads hundreds of them at login. The recorder has the journal's
+        # timer flush them (Journal.track), for power cuts.
         tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -338,9 +338,10 @@ class Recorder:
         assert self.out is not None and flow.response is not None
         response = redact.redact_response(self._response(flow), self.rules, self.placeholders)
         try:
-            digest = journal_mod.store_asset(
-                assets_dir(self.out), flow.response.get_content(strict=False) or b""
-            )
+            store = assets_dir(self.out)
+            digest = journal_mod.store_asset(store, flow.response.get_content(strict=False) or b"")
+            if self.journal is not None:
+                self.journal.track(store / digest)
         except RelayError as e:
             self.status.errors += 1
             logger.error("relay: %s", e)

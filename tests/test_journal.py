@@ -164,6 +164,36 @@ def test_asset_store_is_content_addressed(tmp_path: Path) -> None:
     assert (store / a).read_bytes() == b"same"
 
 
+def test_sync_flushes_the_journal_and_the_assets_tracked_since_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "s.json"
+    store = cas.assets_dir(out)
+    j = Journal(journal_path(out))
+    j.sync()
+    assert synced == []  # nothing written: nothing to flush
+    digest = store_asset(store, b"app.js")
+    j.track(store / digest)
+    j.sync()
+    assert synced == [str(j.path), str(store / digest), str(store)]
+    synced.clear()
+    j.append(start())
+    j.sync()
+    assert synced == [str(j.path)]  # each asset once
+    synced.clear()
+    j.track(store / store_asset(store, b"app.css"))
+    j.close()  # what the last tick did not flush, close does
+    assert synced == [str(j.path), str(store / store_asset(store, b"app.css")), str(store)]
+
+
 def test_bayeux_scanning() -> None:
     body = orjson.dumps(
         [
