@@ -110,6 +110,7 @@ class Timeline:
         self.waiting_since: float | None = None
         self.served = 0
         self.misses = 0
+        self.gets_served: dict[str, None] = {}  # ids of the GET exchanges answered, in order
         self._get_answers: dict[tuple[int, str, tuple[tuple[str, str], ...]], Served] = {}
         self.step = step
         self.paused = False
@@ -132,6 +133,8 @@ class Timeline:
             self.last_consumed = served.exchange
         if served.ok:
             self.served += 1
+            if served.kind == "get" and served.exchange is not None:
+                self.gets_served[served.exchange.id] = None
         else:
             self.misses += 1
         return served
@@ -255,6 +258,19 @@ class Timeline:
     def next_event(self) -> Event | None:
         """The chain event the replay waits for (a request or a notification)."""
         return self.chain[self.release_index] if self.release_index < len(self.chain) else None
+
+    @property
+    def next_group(self) -> list[Notification]:
+        """What the next release lets go in step mode: the next notification and the ones
+        right after it that the same exchange caused (empty when the desktop must act)."""
+        group: list[Notification] = []
+        for event in self.chain[self.release_index :]:
+            if not isinstance(event, Notification):
+                break
+            if group and (event.cause is None or event.cause != group[0].cause):
+                break
+            group.append(event)
+        return group
 
     @property
     def waiting_for_subscription(self) -> Notification | None:

@@ -276,6 +276,12 @@ async def test_step_mode_from_the_control_page(recorded_lp: Recorded, tmp_path: 
         n.data["call"]["id"][-3:] + " " + n.data["call"]["state"]: n.id
         for n in cas.load(recorded_lp.cassette).desktop().notifications()
     }
+    gets = [
+        x.id
+        for x in cas.load(recorded_lp.cassette).desktop().exchanges()
+        if x.request.method == "GET" and x.request.path == "/api/v2/me"
+    ]
+    assert gets, "the recorded desktop logs in with GET /api/v2/me"
     async with (
         browser.relay_replay(recorded_lp.cassette, "--step") as relay,
         browser.chromium(tmp_path / "profile") as chrome,
@@ -304,6 +310,9 @@ async def test_step_mode_from_the_control_page(recorded_lp: Recorded, tmp_path: 
                 row = f'[data-event-id="{notes[key]}"].released'
                 await control.wait_for_selector(row, timeout=5_000)
 
+        # The login GET the desktop sent was answered: its row is marked too.
+        answered = ", ".join(f'[data-event-id="{login}"].released' for login in gets)
+        await control.wait_for_selector(answered, timeout=5_000)
         try:
             await step(["005 Ringing"], {}, {CALL_5: "Ringing"})
             await desktop.click(CALL_5, "Answer")
@@ -311,6 +320,9 @@ async def test_step_mode_from_the_control_page(recorded_lp: Recorded, tmp_path: 
             await desktop.click(CALL_5, "InitiateTransfer")
             await held_for_presenter(relay.url, "the Held and the Dialing")
             await control.locator("[data-session-next]").wait_for(state="visible")
+            # The Dialing goes with the Held (the same InitiateTransfer caused both): marked.
+            grouped = f'[data-event-id="{notes["006 Dialing"]}"].rt-in-group [data-session-group]'
+            await control.locator(grouped).wait_for(state="visible")
             await control.wait_for_timeout(300)
             await control.screenshot(path=artifacts / "browser-control-page.png")
             await step(

@@ -64,12 +64,15 @@ async def test_step_mode_releases_one_group_per_click(aiohttp_client: Any) -> No
     await client.post("/_relay/release", json={"session": s["id"]})
     assert states(await collect(client, cid, 1)) == ["Established"]
     assert (await client.post(CALL, json=TRANSFER)).status == 200
+    (s,) = (await status(client))["sessions"]
+    assert s["next_group"] == ["n3", "n4"]  # what the page shows will go with the next click
     await client.post("/_relay/release")
     # One click releases the whole group the InitiateTransfer caused.
     assert states(await collect(client, cid, 2)) == ["Held", "Dialing"]
     (s,) = (await status(client))["sessions"]
     assert s["waiting_for"] == "request"
     assert s["next"]["operation"] == "CompleteTransfer"
+    assert s["next_group"] == []
 
 
 async def test_pause_holds_notifications_until_resume(aiohttp_client: Any) -> None:

@@ -438,6 +438,13 @@ def test_a_get_recorded_only_later_gets_the_earliest_after_the_cursor() -> None:
     assert served.exchange is not None and served.exchange.id == "c1"
 
 
+def test_the_gets_served_are_remembered_once_each_in_order() -> None:
+    tl = timeline(gets_desktop())
+    for path in ("/api/v2/me/calls", "/api/v2/me", "/api/v2/me/calls", "/api/v2/nothing"):
+        tl.serve(get(path), START)
+    assert list(tl.gets_served) == ["c1", "g2"]
+
+
 def test_gets_never_move_the_cursor_nor_release_anything() -> None:
     tl = timeline(gets_desktop())
     assert ids(tl.due(START + 0.1, everyone).delivered) == ["n1"]
@@ -521,6 +528,24 @@ def test_step_mode_releases_one_group_per_permit() -> None:
     assert ids(tl.due(START + 101.0, everyone).delivered) == ["n5", "n6"]
     assert tl.finished
     assert tl.permits == 0
+
+
+def test_next_group_is_what_one_release_lets_go() -> None:
+    tl = timeline(step=True)
+    assert ids(tl.next_group) == ["n1"]  # unsolicited: a group of one
+    tl.release_next()
+    tl.due(START, everyone)
+    assert tl.next_group == []  # the desktop must send x1 first
+    tl.serve(ANSWER, START + 1.0)
+    tl.due(START + 1.0, everyone)
+    assert ids(tl.next_group) == ["n2"]
+    tl.release_next()
+    tl.due(START + 1.0, everyone)
+    tl.serve(TRANSFER, START + 2.0)
+    tl.due(START + 2.0, everyone)
+    group = ids(tl.next_group)
+    tl.release_next()
+    assert ids(tl.due(START + 2.0, everyone).delivered) == group == ["n3", "n4"]
 
 
 def test_step_mode_needs_a_permit_per_unsolicited_notification() -> None:

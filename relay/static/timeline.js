@@ -288,9 +288,10 @@
     let marked = [];
     let lastNext = "";
     function mark(status) {
-      // The control page: released events dimmed, a marker per session on its next event.
+      // The control page: released events dimmed (GETs once answered), a marker per session
+      // on its next event, and the rest of the group the next release lets go with it.
       for (const row of marked) {
-        row.classList.remove("released", "rt-is-next");
+        row.classList.remove("released", "rt-is-next", "rt-in-group");
         row.rtMarkers.replaceChildren();
       }
       marked = [];
@@ -298,7 +299,9 @@
       // Released: by every session (with one desktop, by it); the markers say where each is.
       const times = new Map();
       for (const s of sessions) {
-        for (const rid of s.released || []) times.set(rid, (times.get(rid) || 0) + 1);
+        for (const rid of [...(s.released || []), ...(s.gets_served || [])]) {
+          times.set(rid, (times.get(rid) || 0) + 1);
+        }
       }
       for (const [rid, n] of times) {
         const row = byId.get(rid);
@@ -316,6 +319,16 @@
         row.rtMarkers.append(m);
         marked.push(row);
         nextIds.push(s.next.id);
+        for (const gid of (s.next_group || []).slice(1)) {
+          const member = byId.get(gid);
+          if (!member) continue;
+          member.classList.add("rt-in-group");
+          const g = el("span", "rt-group-marker", "with ▶ " + s.id);
+          g.dataset.sessionGroup = s.id;
+          g.title = "released together with " + s.next.id + " (the same exchange caused both)";
+          member.rtMarkers.append(g);
+          marked.push(member);
+        }
       }
       const key = nextIds.join(",");
       if (key && key !== lastNext) {
