@@ -1477,12 +1477,22 @@ def main(argv: list[str] | None = None) -> int:
         "--fanout", default=None, help="fan-out groups, e.g. long-polling:1000,websocket:5000"
     )
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (apt-get install wrk)")
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    missing = [
+        what
+        for what, needed_by, present in (
+            ("wrk (apt-get install wrk)", {"rest", "record"}, shutil.which("wrk")),
+            ("mitmdump (pip install -e '.[test]')", {"rest", "record"}, shutil.which("mitmdump")),
+            ("node (apt-get install nodejs)", {"fanout"}, shutil.which("node")),
+            ("faye (npm ci in the checkout)", {"fanout"}, (ROOT / "node_modules/faye").is_dir()),
+        )
+        if needed_by & set(chosen) and not present
+    ]
+    if missing:
+        parser.error("missing: " + ", ".join(missing))
     cfg = config(args.quick, args.reps)
     if args.fanout:
         groups = [g.split(":") for g in args.fanout.split(",")]
@@ -1499,7 +1509,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in chosen:
             t = time.perf_counter()
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            res[name] = SECTIONS[name](cfg, Path(tmp))
+            try:
+                res[name] = SECTIONS[name](cfg, Path(tmp))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                print(f"bench: {name} failed: {e}", file=sys.stderr)
+                return 1
             print(f"  {name} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["targets"] = targets(res)

@@ -23,6 +23,10 @@ pytestmark = [
     pytest.mark.node,
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run does)"),
     pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed"),
+    pytest.mark.skipif(
+        not (ROOT / "node_modules" / "faye").is_dir(),
+        reason="needs node_modules (run `npm ci` in the checkout)",
+    ),
 ]
 
 
