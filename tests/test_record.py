@@ -887,6 +887,61 @@ async def test_an_https_upstream_with_a_self_signed_certificate(tmp_path: Path) 
     assert statuses == {"": 502, "--insecure": 200}
 
 
+async def test_regular_proxy_mode_with_an_https_upstream(tmp_path: Path) -> None:
+    """A desktop configured with relay as its HTTP proxy reaching an HTTPS lab server: it
+    tunnels with CONNECT and trusts mitmproxy's CA (from --confdir); relay records the
+    decrypted exchanges and passes other hosts through unrecorded."""
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    gws = FakeGws()
+    runner = web.AppRunner(gws.app(), shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    out = tmp_path / "regular-tls.json"
+    try:
+        async with (
+            serve(FakeGws().app()) as elsewhere,
+            recording(upstream, out, "-q", "--mode", "regular", "--insecure") as rec,
+        ):
+            ca = out.parent / f".mitmproxy-{out.stem}" / "mitmproxy-ca-cert.pem"
+            desktop_context = ssl.create_default_context(cafile=str(ca))
+            async with aiohttp.ClientSession(
+                headers={"Authorization": BASIC}, cookie_jar=aiohttp.CookieJar(unsafe=True)
+            ) as http:
+                async with http.get(
+                    upstream + "/api/v2/me", proxy=rec.url, ssl=desktop_context
+                ) as r:
+                    assert r.status == 200
+                    token = r.headers["X-CSRF-TOKEN"]
+                hold = {"operationName": "Hold"}
+                async with http.post(
+                    upstream + "/api/v2/me/calls/" + CALL_5,
+                    json=hold,
+                    headers={"X-CSRF-TOKEN": token},
+                    proxy=rec.url,
+                    ssl=desktop_context,
+                ) as r:
+                    assert r.status == 200, await r.text()
+                async with http.get(elsewhere + "/api/v2/me", proxy=rec.url) as r:
+                    assert r.status == 200
+            assert await rec.stop() == 0
+    finally:
+        await runner.cleanup()
+    cassette = rec.cassette()
+    exchanges, _ = events_of(cassette)
+    assert [(x.request.method, x.request.operation_name) for x in exchanges] == [
+        ("GET", None),
+        ("POST", "Hold"),
+    ]
+    assert cassette.meta.upstream == upstream
+    assert_no_secret(out, PASSWORD, token)
+
+
 async def test_regular_proxy_mode_records_only_the_upstream(tmp_path: Path) -> None:
     gws, other = FakeGws(), FakeGws()
     out = tmp_path / "regular.json"
