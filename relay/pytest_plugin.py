@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from relay.errors import RelayError
-from relay.testing import ReplayMismatch, ReplayServer
+
+if TYPE_CHECKING:
+    from relay.testing import ReplayServer
 
 MARKER = "relay"
 INI_DIR = "relay_cassette_dir"
@@ -123,6 +125,9 @@ def relay_replay(request: pytest.FixtureRequest) -> Iterator[ReplayServer]:
         problem = str(e)
     if problem:
         pytest.fail(problem, pytrace=False)
+    # Imported here: every pytest run loads this plugin, only tests that use relay need aiohttp.
+    from relay.testing import ReplayMismatch, ReplayServer
+
     server = ReplayServer(path, **options)
     try:
         server.start()
