@@ -774,6 +774,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
         ["record", "--upstream", "http://x", "-o", "{tmp}/no/such/dir/a.json"],
         ["record", "--upstream", "http://x", "-o", "{tmp}/a.json", "--redact-json", "a..b"],
         ["record", "--upstream", "http://x", "-o", "{tmp}/a.json", "--port", "70000"],
+        ["record", "--upstream", "http://x", "-o", "{tmp}/a.json", "--host", "no.such.invalid"],
         ["recover", "{tmp}/nothing.json"],
     ],
 )
@@ -800,7 +801,7 @@ async def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
             str(tmp_path / "conf"),
         )
     assert code == 2 and stdout == ""
-    assert "address already in use" in stderr and "Traceback" not in stderr
+    assert stderr == f"Error: cannot listen on 127.0.0.1:{port}: address already in use\n"
     assert list(tmp_path.glob("b.json*")) == []
 
 

@@ -252,6 +252,14 @@ def test_cli_show_missing_file_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.stderr == f"Error: {missing}: cannot read (No such file or directory)\n"
 
 
+def test_cli_show_html_into_a_missing_directory_is_one_line_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "page.html"
+    result = CliRunner().invoke(main, ["show", str(TWO_STEP), "--html", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {out.parent}: no such directory\n"
+    assert not (tmp_path / "no").exists()  # no directory tree made behind a typo
+
+
 def test_cli_show_in_a_real_process(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"[]")

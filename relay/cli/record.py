@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from relay.cli.common import UserError
+from relay.cli.common import UserError, output_directory, port_free
 from relay.errors import RelayError
 
 
@@ -123,13 +123,13 @@ def record(
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--redact-header/--redact-json") from e
     out = Path(output)
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such directory")
+    output_directory(out)
     if journal_path(out).exists():
         raise UserError(
             f"{journal_path(out)} exists: a recording to {out} is running or was killed "
             f"(run `relay recover {out}`)"
         )
+    port_free(host, port)
     options: dict[str, Any] = {
         "mode": [f"reverse:{upstream}" if mode == "reverse" else "regular"],
         "listen_host": host,

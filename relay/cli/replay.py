@@ -12,7 +12,7 @@ import click
 from aiohttp import web
 
 from relay.cassette import assets_dir
-from relay.cli.common import UserError, load_cassette
+from relay.cli.common import UserError, load_cassette, port_free
 from relay.errors import RelayError
 from relay.replay import REPLAYER, ReplayOptions, create_app
 
@@ -131,6 +131,7 @@ def replay(
 ) -> None:
     """Replay CASSETTE: its REST answers and its CometD notifications, in order."""
     loaded = load_cassette(cassette)
+    port_free(host, port)
     options = ReplayOptions(
         speed=speed,
         timeout_ms=timeout_ms,
