@@ -10,9 +10,18 @@ synchronous (requests, urllib) or asynchronous on any loop (aiohttp, aiocometd).
 that touches the replay state runs on the server's loop. ``relay.pytest_plugin`` builds the
 ``relay`` marker and the ``relay_replay`` fixture on this module.
 
+``RecordingServer`` is the other side, for recording a cassette once against a lab server:
+``relay record`` in a subprocess (mitmproxy's state is process-wide), the same ``url``:
+
+    with RecordingServer("new.json", upstream="https://gws-lab:8443", insecure=True) as rec:
+        run_my_desktop(base_url=rec.url)
+    # new.json is written when the block ends (RecordingError if it was not)
+
     RelayError
     ├── CassetteError          the cassette cannot be loaded (the message names the file)
-    └── ReplayServerError      the server cannot start, is not running, or no such session
+    ├── ReplayServerError      the server cannot start, is not running, or no such session
+    └── RecordingError         ``relay record`` cannot start, or did not write the cassette;
+                               also a replay-only method called on a ``RecordingServer``
     AssertionError
     └── ReplayMismatch         ``check()``: a request matched nothing, or the scenario is unfinished
 """
@@ -22,6 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,7 +49,13 @@ from relay.cassette import Cassette
 from relay.errors import CassetteError, RelayError
 from relay.replay import REPLAYER, Replayer, ReplayOptions, create_app
 
-__all__ = ["ReplayMismatch", "ReplayServer", "ReplayServerError"]
+__all__ = [
+    "RecordingError",
+    "RecordingServer",
+    "ReplayMismatch",
+    "ReplayServer",
+    "ReplayServerError",
+]
 
 T = TypeVar("T")
 
@@ -62,6 +80,9 @@ class ReplayServer:
     ``ReplayOptions`` (``speed`` defaults to 0 here: no waiting, order kept). ``assets_dir``
     defaults to the asset store beside the cassette file when there is one.
     """
+
+    #: What the ``relay_replay`` fixture yields is a ``ReplayServer`` or a ``RecordingServer``.
+    mode = "replay"
 
     def __init__(
         self,
@@ -338,3 +359,260 @@ def mismatch_report(status: dict[str, Any], *, name: str, played: bool = False) 
             )
             lines.append(f"  next: {_event_line(session['next'])}, waiting for {waiting}")
     return "\n".join(lines)
+
+
+# --- recording -------------------------------------------------------------------------------
+
+#: Seconds to wait for ``relay record`` to listen, and to finish the cassette after SIGTERM.
+RECORD_START_TIMEOUT = 20.0
+RECORD_STOP_TIMEOUT = 30.0
+#: ``ReplayServer``'s methods that a recording does not have (``relay record`` has no control
+#: API): on a ``RecordingServer`` they raise ``RecordingError``.
+REPLAY_ONLY = ("status", "unmatched", "release_next", "pause", "resume", "reset", "check")
+
+
+class RecordingError(RelayError):
+    """``relay record`` did not start, did not exit 0, or did not write the cassette (the
+    message carries its stderr); or a replay-only method was called while recording."""
+
+
+def _file_id(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is written atomically (a new inode): None when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class RecordingServer:
+    """``relay record --upstream UPSTREAM -o CASSETTE --port 0 -q`` in a subprocess; a context
+    manager, and what the ``relay_replay`` fixture yields while recording.
+
+    ``url`` is where the desktop connects instead of the server (``http://127.0.0.1:PORT``).
+    ``stop()`` sends SIGTERM, waits for relay record to finish the cassette (written atomically,
+    replacing an older one) and raises ``RecordingError`` with relay record's stderr unless it
+    exited 0 having written ``cassette_path``. ``confdir`` is mitmproxy's directory (its CA,
+    created at the first start; default ``~/.mitmproxy``: give each parallel recording its own).
+    ``args`` are more ``relay record`` options (``--redact-json PATH``, ...). The replay
+    server's control methods (``status``, ``unmatched``, ``release_next``, ``pause``,
+    ``resume``, ``reset``, ``check``) raise ``RecordingError``: check ``mode`` first.
+    """
+
+    mode = "record"
+
+    def __init__(
+        self,
+        cassette: str | os.PathLike[str],
+        *,
+        upstream: str,
+        insecure: bool = False,
+        confdir: str | os.PathLike[str] | None = None,
+        title: str = "",
+        args: tuple[str, ...] | list[str] = (),
+        start_timeout: float = RECORD_START_TIMEOUT,
+        stop_timeout: float = RECORD_STOP_TIMEOUT,
+    ) -> None:
+        self.cassette_path = Path(cassette)
+        self.upstream = upstream
+        self.insecure = insecure
+        self.confdir = None if confdir is None else Path(confdir)
+        self.title = title
+        self.args = tuple(args)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.name = os.fspath(self.cassette_path)
+        #: relay record's stderr lines (warnings, errors) and stdout lines, as they come.
+        self.log: list[str] = []
+        self.stdout_lines: list[str] = []
+        #: The exit status once stopped.
+        self.returncode: int | None = None
+        self._url: str | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._readers: list[threading.Thread] = []
+        self._first_line = threading.Event()
+        self._before: tuple[int, int, int] | None = None
+
+    def command(self) -> list[str]:
+        """The command line ``start()`` runs."""
+        cmd = [sys.executable, "-m", "relay", "record", "--upstream", self.upstream]
+        cmd += ["-o", os.fspath(self.cassette_path), "--port", "0", "-q"]
+        if self.confdir is not None:
+            cmd += ["--confdir", os.fspath(self.confdir)]
+        if self.title:
+            cmd += ["--title", self.title]
+        if self.insecure:
+            cmd.append("--insecure")
+        return [*cmd, *self.args]
+
+    # -- lifecycle
+
+    def start(self) -> RecordingServer:
+        """Start relay record; returns once it printed ``listening on http://HOST:PORT``."""
+        if self._process is not None:
+            raise RecordingError(f"{self.name}: the recording is already started")
+        self.log.clear()
+        self.stdout_lines.clear()
+        self.returncode = None
+        self._url = None
+        self._first_line.clear()
+        self._before = _file_id(self.cassette_path)
+        process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._process = process
+        assert process.stdout is not None and process.stderr is not None
+        self._readers = [
+            threading.Thread(
+                target=self._drain,
+                args=(process.stdout, self.stdout_lines, True),
+                name="relay-record-stdout",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._drain,
+                args=(process.stderr, self.log, False),
+                name="relay-record-stderr",
+                daemon=True,
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+        problem = ""
+        if not self._first_line.wait(self.start_timeout):
+            problem = f"did not print 'listening on' within {self.start_timeout:g}s"
+        elif not self.stdout_lines or not self.stdout_lines[0].startswith("listening on http://"):
+            problem = "did not start"
+        if problem:
+            self._end(kill=True)
+            raise RecordingError(self._report(f"relay record {problem}"))
+        self._url = self.stdout_lines[0].removeprefix("listening on ").rstrip("/")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, wait for the exit; ``RecordingError`` unless it exited 0 and wrote the
+        cassette. Does nothing when not started."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self._end(kill=True)
+            raise RecordingError(
+                self._report(
+                    f"relay record did not finish {self.name} within {self.stop_timeout:g}s "
+                    "of SIGTERM (killed)"
+                )
+            ) from None
+        self._end(kill=False)
+        if self.returncode != 0:
+            raise RecordingError(self._report(f"relay record exited with status {self.returncode}"))
+        after = _file_id(self.cassette_path)
+        if after is None or after == self._before:
+            raise RecordingError(self._report(f"relay record did not write {self.name}"))
+
+    def __enter__(self) -> RecordingServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, without a trailing slash."""
+        if self._url is None:
+            raise RecordingError(f"{self.name}: the recording is not started")
+        return self._url
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.log)
+
+    # -- what a recording does not have
+
+    def _replay_only(self, method: str) -> RecordingError:
+        return RecordingError(
+            f"{method} is for a replay: {self.name} is being recorded (relay record has no "
+            "control API); check relay_replay.mode == 'replay' first"
+        )
+
+    def status(self) -> dict[str, Any]:
+        raise self._replay_only("status()")
+
+    @property
+    def unmatched(self) -> list[dict[str, Any]]:
+        raise self._replay_only("unmatched")
+
+    def release_next(self, session: str | None = None) -> list[str]:
+        raise self._replay_only("release_next()")
+
+    def pause(self) -> None:
+        raise self._replay_only("pause()")
+
+    def resume(self) -> None:
+        raise self._replay_only("resume()")
+
+    def reset(self, session_id: str) -> None:
+        raise self._replay_only("reset()")
+
+    def check(self, played: bool = False, *, unmatched: bool = True) -> None:
+        raise self._replay_only("check()")
+
+    # -- inside
+
+    def _drain(self, stream: Any, lines: list[str], first: bool) -> None:
+        """Read a pipe to its end (a chatty process never blocks on a full pipe)."""
+        try:
+            for line in stream:
+                lines.append(line.rstrip("\r\n"))
+                if first:
+                    self._first_line.set()
+        except (OSError, ValueError):  # the pipe closed under us
+            pass
+        finally:
+            if first:
+                self._first_line.set()  # EOF: start() stops waiting
+
+    def _end(self, *, kill: bool) -> None:
+        """Reap the process (killed first if asked) and its readers; keep the exit status."""
+        process = self._process
+        if process is None:
+            return
+        if kill and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_TIMEOUT)
+        for reader in self._readers:
+            reader.join(STOP_TIMEOUT)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self.returncode = process.returncode
+        self._process = None
+        self._readers = []
+
+    def _report(self, what: str) -> str:
+        err = self.stderr.strip() or "(nothing on stderr)"
+        return f"{what} (recording {self.name} from {self.upstream}):\n{err}"

@@ -7,7 +7,9 @@ long-polling). Inner runs cost about a second each, so each one covers several c
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 import textwrap
 import urllib.error
 import urllib.request
@@ -17,10 +19,17 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from relayproc import relay_server
 
 from relay import cassette as cas
 from relay.errors import CassetteError
-from relay.testing import ReplayMismatch, ReplayServer, ReplayServerError
+from relay.testing import (
+    RecordingError,
+    RecordingServer,
+    ReplayMismatch,
+    ReplayServer,
+    ReplayServerError,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PATH = ROOT / "cassettes" / "two-step-transfer.json"
@@ -261,6 +270,7 @@ def test_missing_bad_and_markerless_say_so_in_one_message(inner: pytest.Pytester
             "relay: cassette 'nope.json' not found; looked at:",
             f"  {here / 'nope.json'}",
             f"  {here / 'cassettes' / 'nope.json'}",
+            "To record it: pytest --relay-record-mode=once --relay-upstream URL",
         ]
     )
     result.stdout.fnmatch_lines(
@@ -323,6 +333,166 @@ def test_lookup_beside_the_test_and_in_the_cassette_dir_with_class_and_module_ma
             f"  {pytester.path / 'recordings' / 'seed.json'}",
         ]
     )
+
+
+# --- record modes ---------------------------------------------------------------------------
+
+# The inner test of the record modes: the transfer's first step over real HTTP. Recording, it
+# goes through relay record to the upstream; replaying, to the cassette it wrote.
+ANSWER_TEST = """
+import pytest
+from desktop import CALL, Desktop
+
+@pytest.mark.relay("new.json", timeout_ms=3000)
+async def test_answer(relay_replay):
+    desk = Desktop(relay_replay.url)
+    try:
+        await desk.start()
+        assert await desk.states(1) == ["Ringing"]
+        assert await desk.call(CALL, {"operationName": "Answer"}) == (200, {"statusCode": 0})
+        assert await desk.states(1) == ["Established"]
+    finally:
+        await desk.close()
+"""
+
+# The lab GWS of these tests: a real relay replay of the seed cassette, no waiting.
+UPSTREAM = ("replay", str(SEED_PATH), "--port", "0", "--speed", "0", "--timeout", "3000")
+
+
+def file_id(path: Path) -> tuple[int, int, bytes]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, path.read_bytes()
+
+
+def free_port_url() -> str:
+    """An http URL where nobody listens (a port bound then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+async def test_record_once_then_replay_without_upstream_then_record_all(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_rec=ANSWER_TEST)
+    new = inner.path / "new.json"
+    before = {p.name for p in inner.path.iterdir()}
+
+    # 1. once, the cassette missing: recorded through relay record, beside the test file.
+    async with relay_server(*UPSTREAM) as upstream:
+        first = await asyncio.to_thread(
+            run, inner, "--relay-record-mode=once", "--relay-upstream", upstream.url
+        )
+    first.assert_outcomes(passed=1)
+    created = {p.name for p in inner.path.iterdir()} - before
+    # nothing else beside it (no asset store, no journal left, no directory made)
+    assert {n for n in created if n.startswith("new") or n == "cassettes"} == {"new.json"}
+    recorded = cas.load(new)
+    assert recorded.meta.title == "test_rec.py::test_answer"
+    assert recorded.meta.upstream == upstream.url
+    desk = recorded.desktop()
+    exchanges = [
+        (x.request.method, x.request.path, x.request.operation_name) for x in desk.exchanges()
+    ]
+    assert exchanges == [("POST", CALL, "Answer")]
+    assert [n.data["call"]["state"] for n in desk.notifications()] == ["Ringing", "Established"]
+    recorded_once = file_id(new)
+
+    # 2. none (no options), the upstream gone: replayed from new.json, which stays as it was.
+    second = await asyncio.to_thread(run, inner)
+    second.assert_outcomes(passed=1)
+    assert file_id(new) == recorded_once
+
+    # ... and once with the cassette there replays too: the upstream is not even reachable.
+    third = await asyncio.to_thread(
+        run, inner, "--relay-record-mode=once", "--relay-upstream", free_port_url()
+    )
+    third.assert_outcomes(passed=1)
+    assert file_id(new) == recorded_once
+
+    # 3. all, from the ini options this time: recorded again, the file replaced.
+    async with relay_server(*UPSTREAM) as upstream2:
+        inner.makeini(INI + f"relay_record_mode = all\nrelay_upstream = {upstream2.url}\n")
+        again = await asyncio.to_thread(run, inner)
+    again.assert_outcomes(passed=1)
+    assert file_id(new) != recorded_once
+    rerecorded = cas.load(new)
+    assert (rerecorded.meta.upstream, rerecorded.meta.recorded_at) != (
+        recorded.meta.upstream,
+        recorded.meta.recorded_at,
+    )
+    assert [n.data["call"]["state"] for n in rerecorded.desktop().notifications()] == [
+        "Ringing",
+        "Established",
+    ]
+
+
+def test_once_without_upstream_and_a_recording_whose_upstream_is_down(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_rec=ANSWER_TEST)
+    new = inner.path / "new.json"
+
+    result = run(inner, "--relay-record-mode=once")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_answer*",
+            "relay: cassette 'new.json' not found; looked at:",
+            f"  {new}",
+            f"  {inner.path / 'cassettes' / 'new.json'}",
+            "relay: --relay-record-mode=once needs the server to record new.json from: "
+            "--relay-upstream URL (or the relay_upstream ini option)",
+        ]
+    )
+    no_relay_traceback(result)
+    assert not new.exists()
+
+    # Nobody listens upstream: relay record answers 502, the test fails on its own assertion
+    # and the recorder is still stopped cleanly: it wrote the cassette (empty here: a failed
+    # Bayeux handshake is no exchange).
+    result = run(inner, "--relay-record-mode=once", "--relay-upstream", free_port_url())
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E *<h1>502 Bad Gateway</h1>", "FAILED test_rec.py::test_answer*"])
+    assert "ERROR" not in result.stdout.str()
+    assert cas.load(new).meta.title == "test_rec.py::test_answer"
+
+    # A recording that cannot start fails the test with relay record's stderr.
+    inner.makepyfile(test_rec=ANSWER_TEST.replace('"new.json"', '"nowhere/new.json"'))
+    result = run(inner, "--relay-record-mode=all", "--relay-upstream", free_port_url())
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_answer*",
+            f"relay: relay record did not start (recording {inner.path / 'nowhere' / 'new.json'}*",
+            f"*{inner.path / 'nowhere'}: no such directory*",
+        ]
+    )
+    assert not (inner.path / "nowhere").exists()
+    no_relay_traceback(result)
+
+
+def test_recording_server_without_pytest(tmp_path: Path) -> None:
+    out = tmp_path / "direct.json"
+    with ReplayServer(SEED_PATH) as upstream:
+        assert upstream.mode == "replay"
+        recorder = RecordingServer(
+            out, upstream=upstream.url, confdir=tmp_path / "mitm", title="direct"
+        )
+        with recorder:
+            assert recorder.mode == "record" and recorder.running
+            assert recorder.url.startswith("http://127.0.0.1:")
+            assert post(recorder.url + CALL, ANSWER) == (200, {"statusCode": 0})
+            with pytest.raises(RecordingError, match=r"release_next\(\) is for a replay"):
+                recorder.release_next()
+            with pytest.raises(RecordingError, match="unmatched is for a replay"):
+                recorder.unmatched  # noqa: B018
+        assert recorder.returncode == 0 and not recorder.running
+    recorded = cas.load(out)
+    assert recorded.meta.title == "direct"
+    assert [x.request.operation_name for x in recorded.desktop().exchanges()] == ["Answer"]
+    with pytest.raises(RecordingError, match="no such directory"):
+        RecordingServer(tmp_path / "nowhere" / "x.json", upstream=upstream.url).start()
 
 
 # --- ReplayServer without pytest's help ------------------------------------------------------
