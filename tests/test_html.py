@@ -322,6 +322,7 @@ def test_the_renderer_never_parses_cassette_text_as_html() -> None:
 
 def test_cli_show_html_writes_the_page(tmp_path: Path) -> None:
     out = tmp_path / "out" / "seed.html"
+    out.parent.mkdir()
     result = CliRunner().invoke(main, ["show", str(SEED_PATH), "--html", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output == f"{out}\n"
