@@ -37,6 +37,7 @@ value can close the ``<script>`` element it sits in.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -141,6 +142,7 @@ def _notification_row(
 def _calls(events: list[Event]) -> list[dict[str, str]]:
     """Every call id the events mention (notifications, then REST paths), with a short form."""
     ids: list[str] = []
+    seen: set[str] = set()
     for e in events:
         found: list[str] = []
         if isinstance(e, Notification):
@@ -150,7 +152,10 @@ def _calls(events: list[Event]) -> list[dict[str, str]]:
         else:
             parts = e.request.path.split("/")
             found += [parts[i + 1] for i, p in enumerate(parts[:-1]) if p == "calls"]
-        ids += [c for c in found if c and c not in ids]
+        for c in found:
+            if c and c not in seen:
+                seen.add(c)
+                ids.append(c)
     return [{"id": c, "short": s} for c, s in zip(ids, short_ids(ids), strict=True)]
 
 
@@ -164,10 +169,13 @@ def short_ids(ids: Sequence[str]) -> list[str]:
     return [i if len(i) <= n + 2 else ELLIPSIS + i[-n:] for i in ids]
 
 
+_TOKEN = re.compile(r"[^/?&=#;]+")
+
+
 def _shorten_in(text: str, short: dict[str, str]) -> str:
-    for full, abbreviated in short.items():
-        text = text.replace(full, abbreviated)
-    return text
+    """``text`` (a path and query) with each segment or value that is a known call id shortened;
+    one pass, whatever the number of calls."""
+    return _TOKEN.sub(lambda m: short.get(m.group(0), m.group(0)), text)
 
 
 def _links(rows: list[dict[str, Any]], row_of: dict[str, int]) -> list[dict[str, Any]]:

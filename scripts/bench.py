@@ -1232,6 +1232,7 @@ def _run(*args: str) -> Callable[[], Any]:
 def bench_cassette(cfg: Config, tmp: Path) -> dict[str, Any]:
     from relay import diff as diff_core
     from relay import show
+    from relay.html import page as html_page
 
     a, b = tmp / "big-a.json", tmp / "big-b.json"
     cas.save(big_cassette(cfg.cassette_events), a)
@@ -1249,6 +1250,7 @@ def bench_cassette(cfg: Config, tmp: Path) -> dict[str, Any]:
         ),
         "save": lambda: cas.save(loaded, tmp / "out.json"),
         "show (render)": lambda: show.render(loaded),
+        "show --html (page)": lambda: html_page(loaded),
         "relay show (command)": _run("show", str(a)),
         "diff (core)": lambda: diff_core.diff(loaded, other),
         "relay diff (command)": _run("diff", str(a), str(b)),
