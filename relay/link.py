@@ -6,8 +6,10 @@ the events to a :class:`Linker` in the order they happened (a request counts fro
 sent, not from its answer) and the linker names each notification's cause:
 
 1. by ``referenceId`` when the notification's ``data`` and an exchange (its request or its
-   answer) both carry the same one. The answer may come after the notification, so this rule is
-   settled at the end (:meth:`Linker.causes`);
+   answer) both carry the same one: the latest such exchange SENT before the notification (an
+   answer's ``referenceId`` counts from when its request was sent; a client may reuse a
+   referenceId). The answer may come after the notification, so this rule is settled at the end
+   (:meth:`Linker.causes`);
 2. otherwise the latest operation sent before the notification on the same *call family*: the
    call, its consult calls, and its parent named by ``parentCallUri``. ``parentCallPath`` is
    not used: it is wrong in the GWS reference page's Sample 1 (it names a call that does not
@@ -130,14 +132,19 @@ class Linker:
         self._dials: list[tuple[int, str, str]] = []  # (order, exchange id, device): unclaimed
         self._calls_seen: set[str] = set()
         self._last_operation: tuple[str, bool] | None = None  # (exchange id, agent state?)
-        self._by_reference: dict[str, str] = {}
-        self._pending: list[tuple[str, str | None, str | None]] = []  # (notif, ref, by family)
+        self._requests = 0  # requests of any method sent so far
+        self._send_order: dict[str, int] = {}  # exchange id -> its request's place
+        self._by_reference: dict[str, list[tuple[int, str]]] = {}  # ref -> (send order, id)
+        # (notification, requests sent before it, ref, cause by family)
+        self._pending: list[tuple[str, int, str | None, str | None]] = []
 
     def request(self, op: Operation) -> None:
         """An exchange's request was sent."""
+        self._requests += 1
+        self._send_order[op.id] = self._requests
         ref = reference_id(op.request_json)
         if ref is not None:
-            self._by_reference.setdefault(ref, op.id)
+            bisect.insort(self._by_reference.setdefault(ref, []), (self._requests, op.id))
         if op.method.upper() in ("GET", "HEAD"):
             return
         self._sent += 1
@@ -153,8 +160,9 @@ class Linker:
     def response(self, exchange_id: str, response_json: Any) -> None:
         """An exchange's answer arrived (it may name a ``referenceId``)."""
         ref = reference_id(response_json)
-        if ref is not None:
-            self._by_reference.setdefault(ref, exchange_id)
+        order = self._send_order.get(exchange_id)
+        if ref is not None and order is not None:
+            bisect.insort(self._by_reference.setdefault(ref, []), (order, exchange_id))
 
     def notification(self, notification_id: str, message: dict[str, Any]) -> None:
         """A notification arrived."""
@@ -166,7 +174,7 @@ class Linker:
         elif message.get("channel") in STATE_CHANNELS and self._last_operation is not None:
             op_id, agent_state = self._last_operation
             cause = op_id if agent_state else None
-        self._pending.append((notification_id, reference_id(data), cause))
+        self._pending.append((notification_id, self._requests, reference_id(data), cause))
 
     def _call_cause(self, call: dict[str, Any]) -> str | None:
         call_id = call["id"]
@@ -191,8 +199,12 @@ class Linker:
     def causes(self) -> dict[str, str | None]:
         """Notification id -> the exchange that caused it, or ``None`` when unsolicited."""
         out: dict[str, str | None] = {}
-        for nid, ref, family_cause in self._pending:
-            by_ref = self._by_reference.get(ref) if ref is not None else None
+        for nid, sent, ref, family_cause in self._pending:
+            by_ref = None
+            for order, xid in reversed(self._by_reference.get(ref, []) if ref else []):
+                if order <= sent:  # the latest exchange sent before the notification
+                    by_ref = xid
+                    break
             out[nid] = by_ref if by_ref is not None else family_cause
         return out
 

@@ -255,3 +255,41 @@ def test_the_seed_cassettes_causes_are_found_again(name: str) -> None:
         else:
             linker.notification(event.id, event.message)
     assert linker.causes() == {n.id: n.cause for n in desktop.notifications()}
+
+
+def chat(ref: int) -> dict[str, Any]:
+    return {"channel": "/v2/me/chats", "data": {"referenceId": ref, "messageType": "Accepted"}}
+
+
+def chat_op(xid: str, ref: int | None = None) -> tuple[str, Operation]:
+    body: dict[str, Any] = {"operationName": "Accept"}
+    if ref is not None:
+        body["referenceId"] = ref
+    return "request", Operation(xid, "POST", "/api/v2/me/chats/ch1", body)
+
+
+def test_a_reused_reference_id_links_to_the_latest_exchange_sent_before() -> None:
+    causes = link(
+        [
+            chat_op("x1", 7),
+            ("response", ("x1", {"statusCode": 0, "referenceId": 7})),
+            ("notification", ("n1", chat(7))),
+            chat_op("x2", 7),  # the client reuses referenceId 7
+            ("notification", ("n2", chat(7))),
+            ("response", ("x2", {"statusCode": 0, "referenceId": 7})),
+        ]
+    )
+    assert causes == {"n1": "x1", "n2": "x2"}
+
+
+def test_a_reference_id_never_links_to_an_exchange_sent_after_the_notification() -> None:
+    causes = link(
+        [
+            ("notification", ("n1", chat(9))),  # unsolicited, before anything carried 9
+            chat_op("x1"),
+            ("notification", ("n2", chat(9))),  # x1's answer names 9: counts from x1's send
+            ("response", ("x1", {"statusCode": 0, "referenceId": 9})),
+            chat_op("x2", 9),
+        ]
+    )
+    assert causes == {"n1": None, "n2": "x1"}
