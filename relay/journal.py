@@ -8,7 +8,9 @@ loses at most the last interval.
 
 Finishing (:func:`finish`) builds the cassette from the journal, saves it atomically and removes
 the journal. :func:`recover` does the same for a journal left by a killed run; a truncated last
-line (the write the kill interrupted) is tolerated.
+line (the write the kill interrupted) is tolerated, and so is an unreadable line in the middle
+(skipped and counted: ``relay recover`` says how many). A write that fails part way (a full
+disk, a file size limit) is cut back to the record's start, so the journal stays whole lines.
 
 Assets go to the content-addressed store ``<stem>.assets/<sha256>`` (:func:`store_asset`), each
 content once, written atomically before its journal record.
@@ -27,7 +29,7 @@ import orjson
 
 from relay import cassette as cassette_mod
 from relay.errors import RecordError
-from relay.recorder import cassette_from_records
+from relay.recorder import cassette_from_records, sanitise
 
 
 def journal_path(out: str | os.PathLike[str]) -> Path:
@@ -59,14 +61,28 @@ class Journal:
         self._unsynced: set[Path] = set()  # asset files written since the last sync
 
     def append(self, record: dict[str, Any]) -> None:
-        """Hand one record to the operating system (one ``write``; no fsync)."""
+        """Hand one record to the operating system (one ``write``; no fsync). A record orjson
+        refuses (undecodable bytes, a huge integer) goes through ``relay.recorder.sanitise``.
+        Raises OSError when the write fails, after cutting off what of it was written."""
         if self._fd is None:
             raise RecordError(f"{self.path}: the journal is closed")
-        line = orjson.dumps(record) + b"\n"
+        try:
+            line = orjson.dumps(record) + b"\n"
+        except orjson.JSONEncodeError:
+            line = orjson.dumps(sanitise(record)) + b"\n"
         view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        written = os.write(self._fd, view)
+        if written < len(line):
+            # Rare (a full disk, a size limit): write the rest, or cut the torn record off.
+            start = os.lseek(self._fd, 0, os.SEEK_END) - written
+            try:
+                view = view[written:]
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
         self._dirty = True
 
     def track(self, path: str | os.PathLike[str]) -> None:
@@ -107,8 +123,12 @@ def _fsync_paths(files: set[Path]) -> None:
             os.close(fd)
 
 
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The journal's records; a torn last line is dropped, a torn earlier line is an error."""
+def read_records(
+    path: str | os.PathLike[str], skipped: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """The journal's records. A torn last line is dropped silently (the write a kill cut
+    short); an unreadable line further on is skipped and its (1-based) number appended to
+    ``skipped``. A file whose first line is not a start record is not a journal: an error."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -120,37 +140,44 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         try:
             record = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            if i == len(lines) - 1:  # the last write, cut short by the kill
-                break
-            raise RecordError(f"{path}:{i + 1}: not a journal record ({e})") from e
+        except orjson.JSONDecodeError:
+            record = None
         if not isinstance(record, dict) or not isinstance(record.get("t"), str):
-            raise RecordError(f"{path}:{i + 1}: not a journal record")
+            if not records:
+                break  # the first line decides whether this is a journal at all
+            if i != len(lines) - 1 and skipped is not None:  # not the last, torn write
+                skipped.append(i + 1)
+            continue
         records.append(record)
     if not records or records[0].get("t") != "start":
         raise RecordError(f"{path}: not a relay journal (no start record)")
     return records
 
 
-def build(journal: str | os.PathLike[str], out: str | os.PathLike[str]) -> cassette_mod.Cassette:
-    """Build the cassette from a journal and save it to ``out`` atomically; keep the journal."""
+def build(
+    journal: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    skipped: list[int] | None = None,
+) -> cassette_mod.Cassette:
+    """Build the cassette from a journal and save it to ``out`` atomically; keep the journal.
+    The numbers of unreadable lines skipped go to ``skipped``."""
     try:
-        cassette = cassette_from_records(read_records(journal))
+        cassette = cassette_from_records(read_records(journal, skipped))
     except (KeyError, TypeError, ValueError) as e:
         raise RecordError(f"{journal}: a journal record is malformed ({e!r})") from e
     cassette_mod.save(cassette, out)
     return cassette
 
 
-def finish(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
+def finish(out: str | os.PathLike[str], skipped: list[int] | None = None) -> cassette_mod.Cassette:
     """Turn ``OUT.journal`` into the cassette ``OUT`` and remove the journal."""
     jpath = journal_path(out)
-    cassette = build(jpath, out)
+    cassette = build(jpath, out, skipped)
     jpath.unlink()
     return cassette
 
 
-def recover(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
+def recover(out: str | os.PathLike[str], skipped: list[int] | None = None) -> cassette_mod.Cassette:
     """Rebuild ``OUT`` from the journal left by a killed recording (then remove the journal)."""
     jpath = journal_path(out)
     try:
@@ -163,7 +190,7 @@ def recover(out: str | os.PathLike[str]) -> cassette_mod.Cassette:
         raise RecordError(f"{jpath}: a running `relay record` is still writing it") from e
     finally:
         os.close(fd)
-    return finish(out)
+    return finish(out, skipped)
 
 
 def store_asset(store: str | os.PathLike[str], content: bytes) -> str:

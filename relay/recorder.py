@@ -11,7 +11,16 @@ What is recorded (issue 3):
 - ``scan_bayeux()``: events ride on ANY Bayeux response or server-to-client WebSocket frame
   (``shared/reference/bayeux.md``): every non-meta message that carries ``data`` is a
   notification, except publish acknowledgements (they carry ``successful``). Bodies are a JSON
-  array, a single object, or JSONP ``cb([...]);`` (callback-polling).
+  array, a single object, or JSONP ``cb([...]);`` (callback-polling), with or without a UTF-8
+  byte order mark. orjson parses them; when it refuses a body (a lone surrogate ``"\\ud800"``)
+  the standard library's parser does, so that one odd value loses no notification. Integers
+  beyond 64 bits become floats either way: the journal and the cassette are written by orjson,
+  which cannot hold them (a known limitation, never a crash).
+
+Records are made journal-safe by :func:`sanitise` (the journal calls it when orjson refuses a
+record): a string holding undecodable bytes (mitmproxy keeps them as lone surrogates, e.g. a
+query ``%FF`` or a Latin-1 header) gets them as ``\\xNN`` text (Python's ``backslashreplace``:
+valid UTF-8 around them is kept), and an integer orjson cannot write becomes a float.
 
 Journal records (JSON objects, one per line, see ``relay.journal``), ``at`` in epoch seconds:
 
@@ -29,6 +38,7 @@ causes (``relay.link``), and makes times relative to the first event.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -144,16 +154,49 @@ class BayeuxScan:
 
 def parse_bayeux(content: bytes) -> list[dict[str, Any]]:
     """The messages of a Bayeux body (array, object or JSONP); ``[]`` when it is none of these."""
-    data = content
+    data = content.removeprefix(b"\xef\xbb\xbf")
     m = _JSONP.match(data)
     if m is not None and not data.lstrip().startswith((b"[", b"{")):
         data = m.group(1)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return []
+        try:  # orjson refuses lone surrogates ("\ud800"); the standard library keeps them
+            value = json.loads(data, parse_int=_int)
+        except ValueError:  # UnicodeDecodeError and json.JSONDecodeError alike
+            return []
     items = value if isinstance(value, list) else [value]
     return [item for item in items if isinstance(item, dict)]
+
+
+def _int(text: str) -> int | float:
+    """Like orjson: an integer beyond 64 bits becomes a float."""
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(value)
+
+
+_OTHER_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def sanitise(value: Any) -> Any:
+    """A copy of a record that orjson can write (see the module docstring); pure."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # \udc80-\udcff: an undecodable byte (surrogateescape); any other: as \uXXXX text
+            text = _OTHER_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else float(value)
+    if isinstance(value, dict):
+        return {sanitise(k): sanitise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitise(v) for v in value]
+    return value
 
 
 def scan_bayeux(content: bytes) -> BayeuxScan:

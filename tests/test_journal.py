@@ -122,7 +122,7 @@ def test_a_second_journal_for_the_same_output_is_refused(tmp_path: Path) -> None
     recover(tmp_path / "a.json")
 
 
-def test_recover_tolerates_a_torn_last_line_only(tmp_path: Path) -> None:
+def test_recover_tolerates_a_torn_last_line_and_skips_a_torn_middle_one(tmp_path: Path) -> None:
     out = tmp_path / "k.json"
     lines = b"".join(orjson.dumps(r) + b"\n" for r in session_records())
     journal_path(out).write_bytes(lines + b'{"t":"notification","id":"n3","at":18')
@@ -132,8 +132,15 @@ def test_recover_tolerates_a_torn_last_line_only(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="no journal"):
         recover(out)
 
-    journal_path(out).write_bytes(orjson.dumps(start()) + b"\n{torn\n" + lines)
-    with pytest.raises(RecordError, match=":2:"):
+    # an unreadable line in the middle (a failed write before the fix) is skipped and counted
+    journal_path(out).write_bytes(orjson.dumps(start()) + b"\n{torn\n[1]\n" + lines)
+    skipped: list[int] = []
+    c = recover(out, skipped)
+    assert skipped == [2, 3]
+    assert [e.id for e in c.desktop().events] == ["n1", "x1", "n2", "x2", "x3"]
+    # a file that does not start as a journal is still refused
+    journal_path(out).write_bytes(b"{torn\n" + lines)
+    with pytest.raises(RecordError, match="not a relay journal"):
         recover(out)
 
 
@@ -235,3 +242,48 @@ def test_bayeux_scanning() -> None:
 )
 def test_route(method: str, path: str, route: rec.Route) -> None:
     assert rec.route(method, path) is route
+
+
+def test_a_record_with_undecodable_bytes_is_journaled_sanitised(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "s.json.journal")
+    j.append(start())
+    j.append({"t": "advice", "advice": {"q": "\udcff", "n": 10**30}})
+    j.close()
+    assert read_records(tmp_path / "s.json.journal")[1]["advice"] == {"q": "\\xff", "n": 1e30}
+
+
+def test_a_failed_write_leaves_no_torn_line(tmp_path: Path) -> None:
+    import resource
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "f.json.journal"
+    # In a child: a file size limit cuts the third record's write short.
+    code = textwrap.dedent(
+        f"""
+        import resource, signal
+        from relay.journal import Journal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        j = Journal({str(path)!r})
+        j.append({start()!r})
+        j.append({{"t": "advice", "advice": {{"a": 1}}}})
+        size = j.path.stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, {resource.RLIM_INFINITY}))
+        try:
+            j.append({{"t": "advice", "advice": {{"big": "x" * 200}}}})
+        except OSError:
+            print("failed")
+        unlimited = {resource.RLIM_INFINITY}
+        resource.setrlimit(resource.RLIMIT_FSIZE, (unlimited, unlimited))
+        j.append({{"t": "advice", "advice": {{"b": 2}}}})
+        j.close()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "failed", done.stderr
+    lines = path.read_bytes().splitlines()
+    assert [orjson.loads(line)["t"] for line in lines] == ["start", "advice", "advice"]
+    skipped: list[int] = []
+    read_records(path, skipped)
+    assert skipped == []
