@@ -16,9 +16,10 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
@@ -91,6 +92,8 @@ class Recorder:
         self.status = Status(sys.stderr, False)
         self._next = {"x": 0, "n": 0}
         self._ticker: asyncio.Task[None] | None = None
+        #: Why finishing the cassette failed (the journal is kept), None when it did not.
+        self.finish_error: str | None = None
 
     # --- options ------------------------------------------------------------------------
 
@@ -177,11 +180,15 @@ class Recorder:
         self.journal.close()
         self.journal = None
         self.status.show(final=True)
+        skipped: list[int] = []
         try:
-            cassette = journal_mod.finish(self.out)
-        except RelayError as e:
+            cassette = journal_mod.finish(self.out, skipped)
+        except Exception as e:  # any failure: the journal is kept, say so
+            self.finish_error = str(e)
             logger.error("relay: %s (the journal is kept: run `relay recover %s`)", e, self.out)
             return
+        if skipped:
+            logger.warning("relay: skipped %d unreadable journal line(s)", len(skipped))
         if self.status.enabled:
             n = sum(len(d.events) for d in cassette.desktops)
             print(f"relay: saved {self.out} ({n} events)", file=sys.stderr, flush=True)
@@ -225,18 +232,22 @@ class Recorder:
             return
         xid = self._id("x")
         flow.metadata[_XID] = xid
-        request = redact.redact_request(
-            rec.build_request(
-                method=flow.request.method,
-                path=flow.request.path.split("?", 1)[0],
-                query=_items(flow.request.query),
-                headers=_items(flow.request.headers),
-                content=flow.request.get_content(strict=False),
-            ),
-            self.rules,
-            self.placeholders,
-        )
-        self._write(rec.request_record(xid, flow.request.timestamp_start, request))
+
+        def record() -> dict[str, Any]:
+            request = redact.redact_request(
+                rec.build_request(
+                    method=flow.request.method,
+                    path=flow.request.path.split("?", 1)[0],
+                    query=_items(flow.request.query),
+                    headers=_items(flow.request.headers),
+                    content=flow.request.get_content(strict=False),
+                ),
+                self.rules,
+                self.placeholders,
+            )
+            return rec.request_record(xid, flow.request.timestamp_start, request)
+
+        self._write(record)
 
     def response(self, flow: http.HTTPFlow) -> None:
         route = self._route(flow)
@@ -247,10 +258,16 @@ class Recorder:
             at = flow.response.timestamp_end or time.time()
             self._scan(flow.response.get_content(strict=False) or b"", at)
         elif route is rec.Route.EXCHANGE and _XID in flow.metadata:
-            flow.metadata[_DONE] = True
-            response = redact.redact_response(self._response(flow), self.rules, self.placeholders)
-            at = flow.response.timestamp_end or time.time()
-            self._write(rec.response_record(flow.metadata[_XID], at, response))
+            xid, at = flow.metadata[_XID], flow.response.timestamp_end or time.time()
+
+            def record() -> dict[str, Any]:
+                response = redact.redact_response(
+                    self._response(flow), self.rules, self.placeholders
+                )
+                return rec.response_record(xid, at, response)
+
+            if self._write(record):
+                flow.metadata[_DONE] = True
             self.status.exchanges += 1
         elif route is rec.Route.ASSET:
             self._asset(flow)
@@ -259,9 +276,9 @@ class Recorder:
     def error(self, flow: http.HTTPFlow) -> None:
         if _XID not in flow.metadata or _DONE in flow.metadata:
             return
-        flow.metadata[_DONE] = True
         why = flow.error.msg if flow.error is not None else "unknown error"
-        self._write(rec.error_record(flow.metadata[_XID], time.time(), why))
+        if self._write(rec.error_record(flow.metadata[_XID], time.time(), why)):
+            flow.metadata[_DONE] = True
         self.status.exchanges += 1
         self.status.errors += 1
         self.status.changed()
@@ -270,7 +287,7 @@ class Recorder:
         assert flow.websocket is not None
         message = flow.websocket.messages[-1]
         bayeux = self._route(flow) is rec.Route.BAYEUX
-        if bayeux and not message.from_client and message.is_text:
+        if bayeux and not message.from_client:  # text or binary: scan_bayeux skips non-JSON
             self._scan(message.content, message.timestamp)
             self.status.changed()
         # mitmproxy keeps every frame for the life of the connection: drop them once journaled.
@@ -284,10 +301,13 @@ class Recorder:
         self._open()
         origin = ctx.options.relay_upstream
         if origin and not any(m.startswith("reverse:") for m in ctx.options.mode):
-            scheme, _, hostport = str(origin).rstrip("/").partition("://")
-            host, _, port = hostport.partition(":")
-            default = 443 if scheme == "https" else 80
-            return bool(flow.request.host == host and flow.request.port == int(port or default))
+            parts = urlsplit(str(origin))
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                return False
+            host = (parts.hostname or "").lower()
+            return flow.request.host.strip("[]").lower() == host and flow.request.port == port
         return True
 
     def _route(self, flow: http.HTTPFlow) -> rec.Route | None:
@@ -307,14 +327,18 @@ class Recorder:
         self._next[prefix] += 1
         return f"{prefix}{self._next[prefix]}"
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any] | Callable[[], dict[str, Any]]) -> bool:
+        """Journal ``record`` (or what building it returns); True when it is in the journal.
+        Any failure, building or writing, is counted and logged: the flow goes on."""
         if self.journal is None:
-            return
+            return False
         try:
-            self.journal.append(record)
-        except (OSError, RelayError) as e:
+            self.journal.append(record() if callable(record) else record)
+        except Exception as e:  # never lose the flow over one record
             self.status.errors += 1
-            logger.error("relay: cannot journal (%s)", e)
+            logger.error("relay: cannot journal (%s: %s)", type(e).__name__, e)
+            return False
+        return True
 
     def _response(self, flow: http.HTTPFlow) -> Any:
         assert flow.response is not None
@@ -331,30 +355,38 @@ class Recorder:
             self._write(rec.advice_record(scan.advice))
         for message in scan.notifications:
             clean = redact.redact_message(message, self.rules, self.placeholders)
-            self._write(rec.notification_record(self._id("n"), at, clean))
-            self.status.notifications += 1
+            if self._write(rec.notification_record(self._id("n"), at, clean)):
+                self.status.notifications += 1
 
     def _asset(self, flow: http.HTTPFlow) -> None:
         assert self.out is not None and flow.response is not None
-        response = redact.redact_response(self._response(flow), self.rules, self.placeholders)
         try:
+            response = redact.redact_response(self._response(flow), self.rules, self.placeholders)
+            content = redact.redact_asset(
+                flow.response.get_content(strict=False) or b"",
+                response.header("content-type") or "",
+                self.rules,
+                self.placeholders,
+            )
             store = assets_dir(self.out)
-            digest = journal_mod.store_asset(store, flow.response.get_content(strict=False) or b"")
+            digest = journal_mod.store_asset(store, content)
             if self.journal is not None:
                 self.journal.track(store / digest)
-        except RelayError as e:
+            asset = Asset(
+                path=redact.redact_path(flow.request.path.split("?", 1)[0], self.placeholders),
+                sha256=digest,
+                status=response.status,
+                query=redact.redact_pairs(
+                    _items(flow.request.query), self.rules, self.placeholders
+                ),
+                headers=response.headers,
+            )
+        except Exception as e:  # counted and logged, like a journal failure
             self.status.errors += 1
-            logger.error("relay: %s", e)
+            logger.error("relay: cannot store the asset %s (%s)", flow.request.path, e)
             return
-        asset = Asset(
-            path=flow.request.path.split("?", 1)[0],
-            sha256=digest,
-            status=response.status,
-            query=redact.redact_pairs(_items(flow.request.query), self.rules, self.placeholders),
-            headers=response.headers,
-        )
-        self._write(rec.asset_record(asset))
-        self.status.assets += 1
+        if self._write(rec.asset_record(asset)):
+            self.status.assets += 1
 
 
 addons = [Recorder()]

@@ -251,3 +251,155 @@ def test_a_body_without_secrets_is_not_copied() -> None:
     assert out["user"]["password"] == "<redacted:password:1>"
     assert mixed["user"]["password"] == "pw"
     assert out["devices"] is mixed["devices"]
+
+
+# --- regressions (review of the recording side) ---------------------------------------------
+
+
+def test_a_csrf_header_announced_by_x_csrf_header_is_redacted_both_ways() -> None:
+    ph = Placeholders()
+    response = [("X-CSRF-HEADER", "X-My-Csrf"), ("X-My-Csrf", "csrf-secret-uuid")]
+    assert redact_headers(response, DEFAULT_RULES, ph) == [
+        ("X-CSRF-HEADER", "X-My-Csrf"),  # a header NAME: kept
+        ("X-My-Csrf", "<redacted:x-my-csrf:1>"),
+    ]
+    # remembered for the desktop's later requests
+    assert redact_headers([("x-my-csrf", "csrf-secret-uuid")], DEFAULT_RULES, ph) == [
+        ("x-my-csrf", "<redacted:x-my-csrf:1>")
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["X-Auth-Token", "X-XSRF-TOKEN", "X-Api-Key", "ApiKey", "X-Session-Id", "X-Secret"]
+)
+def test_token_like_header_names_are_redacted(name: str) -> None:
+    assert redact_headers([(name, "s3cret")], DEFAULT_RULES, Placeholders())[0][1].startswith(
+        "<redacted:"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["X-CSRF-HEADER", "WWW-Authenticate", "Content-Type", "Accept", "User-Agent"]
+)
+def test_ordinary_header_names_are_kept(name: str) -> None:
+    assert redact_headers([(name, "v")], DEFAULT_RULES, Placeholders()) == [(name, "v")]
+
+
+def test_tokens_in_url_valued_headers() -> None:
+    ph = Placeholders()
+    headers = [
+        ("Location", "http://x/cb;jsessionid=J1?code=oauthcode123&next=/a#access_token=tok&x=1"),
+        ("Referer", "http://h/ui/?access_token=referer-secret&tab=2"),
+        ("Content-Location", "/api/v2/me?password=p"),
+        ("Origin", "http://h"),
+    ]
+    assert redact_headers(headers, DEFAULT_RULES, ph) == [
+        (
+            "Location",
+            "http://x/cb;jsessionid=<redacted:jsessionid:1>?code=<redacted:code:1>&next=/a"
+            "#access_token=<redacted:access_token:1>&x=1",
+        ),
+        ("Referer", "http://h/ui/?access_token=<redacted:access_token:2>&tab=2"),
+        ("Content-Location", "/api/v2/me?password=<redacted:password:1>"),
+        ("Origin", "http://h"),
+    ]
+    # ``code`` is a secret only in a URL: GWS's statusCode-like JSON keys stay
+    assert redact_pairs([("code", "1")], DEFAULT_RULES, ph) == [("code", "1")]
+
+
+def test_jsessionid_path_parameter_is_redacted() -> None:
+    request = Request(method="GET", path="/api/v2/me;JSESSIONID=pathsess-secret")
+    out = redact_request(request, DEFAULT_RULES, Placeholders())
+    assert out.path == "/api/v2/me;JSESSIONID=<redacted:jsessionid:1>"
+    assert matches_redacted(out.path, "/api/v2/me;JSESSIONID=other")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        *("authorization", "Authorization", "auth", "x_auth", "basicAuth", "authentication"),
+        *("jsessionid", "JSESSIONID", "sessionid", "session_id", "cookie", "Cookies"),
+    ],
+)
+def test_more_secret_json_keys(key: str) -> None:
+    out = redact_json({key: "s3cret"}, DEFAULT_RULES, Placeholders())
+    assert is_placeholder(out[key])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        *("sessionId", "userState", "capabilities", "statusCode", "author", "authority", "code"),
+        *("operationName", "referenceId", "clientId", "uri", "path"),
+    ],
+)
+def test_gws_keys_are_kept(key: str) -> None:
+    value = {key: "v"}
+    assert redact_json(value, DEFAULT_RULES, Placeholders()) is value
+
+
+def test_json_bodies_not_labelled_or_parsed_as_json_are_redacted() -> None:
+    ph = Placeholders()
+    text_plain = Body.from_bytes(b'{"operationName":"Answer","password":"pw1"}', "text/plain")
+    assert text_plain is not None and text_plain.kind == "text"
+    assert redact_body(text_plain, DEFAULT_RULES, ph, "text/plain;charset=UTF-8") == Body(
+        "json", {"operationName": "Answer", "password": "<redacted:password:1>"}
+    )
+    bom = Body.from_bytes(b'\xef\xbb\xbf{"password":"pw-bom"}', "application/json")
+    assert bom is not None and bom.kind == "text"  # orjson refuses the BOM
+    assert redact_body(bom, DEFAULT_RULES, ph, "application/json") == Body(
+        "json", {"password": "<redacted:password:2>"}
+    )
+    # nothing secret: the body is kept as it came
+    plain = Body("text", '{"operationName":"Answer"}')
+    assert redact_body(plain, DEFAULT_RULES, ph, "text/plain") is plain
+    not_json = Body("text", "{not json")
+    assert redact_body(not_json, DEFAULT_RULES, ph, "text/plain") is not_json
+
+
+def test_multipart_form_fields_are_redacted_by_name() -> None:
+    boundary = "XyZ"
+    raw = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="username"\r\n\r\nu\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="password"\r\n\r\npw-multipart\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\xff\x00\r\n--XyZ--\r\n"
+    )
+    ctype = f"multipart/form-data; boundary={boundary}"
+    body = Body.from_bytes(raw, ctype)
+    assert body is not None
+    out = redact_body(body, DEFAULT_RULES, Placeholders(), ctype)
+    assert out is not None
+    data = out.to_bytes()
+    assert b"pw-multipart" not in data
+    assert b'name="password"\r\n\r\n<redacted:password:1>\r\n--XyZ' in data
+    assert b'name="username"\r\n\r\nu\r\n' in data and b"\xff\x00" in data
+    clean = raw.replace(b"password", b"other")
+    kept = Body.from_bytes(clean, ctype)
+    assert redact_body(kept, DEFAULT_RULES, Placeholders(), ctype) is kept
+
+
+def test_json_assets_are_redacted_and_other_assets_kept() -> None:
+    from relay.redact import redact_asset
+
+    ph = Placeholders()
+    out = redact_asset(b'{"apiKey":"asset-secret","x":1}', "application/json", DEFAULT_RULES, ph)
+    assert json.loads(out) == {"apiKey": "<redacted:apikey:1>", "x": 1}
+    same = b'{ "x": 1 }'
+    assert redact_asset(same, "application/json", DEFAULT_RULES, ph) is same
+    js = b"var apiKey = 'k';"
+    assert redact_asset(js, "application/javascript", DEFAULT_RULES, ph) is js
+
+
+def test_placeholders_passing_through_keep_their_numbers_for_themselves() -> None:
+    ph = Placeholders()
+    replayed = "JSESSIONID=<redacted:cookie:1>"
+    assert redact_headers([("Cookie", replayed)], DEFAULT_RULES, ph) == [("Cookie", replayed)]
+    # the first new secret of that kind does not get the replayed one's number
+    assert redact_headers([("Cookie", "JSESSIONID=new")], DEFAULT_RULES, ph) == [
+        ("Cookie", "JSESSIONID=<redacted:cookie:2>")
+    ]
+    assert ph("cookie", "<redacted:cookie:5>") == "<redacted:cookie:5>"
+    assert ph("cookie", "another") == "<redacted:cookie:3>"
+    assert ph("cookie", "a third") == "<redacted:cookie:4>"
+    assert ph("cookie", "a fourth") == "<redacted:cookie:6>"

@@ -41,11 +41,11 @@ class _Announce:
         print(f"listening on http://{host}:{port}", flush=True)
 
 
-async def _record(options: dict[str, Any], recorder_options: dict[str, Any], host: str) -> None:
+async def _record(
+    options: dict[str, Any], recorder_options: dict[str, Any], host: str, recorder: Any
+) -> None:
     from mitmproxy import options as mitm_options
     from mitmproxy.tools.dump import DumpMaster
-
-    from relay.record import Recorder
 
     opts = mitm_options.Options()
     # No termlog: stdout's first line is ours. Warnings and errors still go to stderr.
@@ -55,7 +55,7 @@ async def _record(options: dict[str, Any], recorder_options: dict[str, Any], hos
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("relay record: %(message)s"))
     logging.getLogger().addHandler(handler)
-    addons.add(Recorder(), _Announce(host))
+    addons.add(recorder, _Announce(host))
     update: Any = opts.update  # options exist once the addons that declare them are loaded
     update(**options, **recorder_options)
     loop = asyncio.get_running_loop()
@@ -117,6 +117,7 @@ def record(
     """Record a desktop's session with UPSTREAM into a cassette (mitmproxy underneath)."""
     from relay import redact
     from relay.journal import journal_path
+    from relay.record import Recorder
 
     try:
         redact.rules(headers=redact_header, json_paths=redact_json)
@@ -152,8 +153,9 @@ def record(
         "relay_notes": notes,
         "relay_desktop": desktop,
     }
+    recorder = Recorder()
     try:
-        asyncio.run(_record(options, recorder_options, host))
+        asyncio.run(_record(options, recorder_options, host, recorder))
     except RelayError as e:
         raise UserError(str(e)) from e
     except SystemExit as e:  # mitmproxy's errorcheck, after printing why startup failed
@@ -162,5 +164,13 @@ def record(
         if type(e).__name__ == "OptionsError":
             raise UserError(str(e)) from e
         raise
+    if recorder.finish_error is not None:
+        # The addon logged why; the cassette at OUT (if any) is NOT this recording.
+        click.echo(
+            f"relay record: the cassette was not saved ({recorder.finish_error}); the journal "
+            f"is kept: run `relay recover {out}`",
+            err=True,
+        )
+        sys.exit(1)
     if not out.exists():
         sys.exit(1)
