@@ -12,13 +12,25 @@ the steps of the named operations (and drops the unsolicited ones). Each cassett
 canonicalised together (one renaming table per cassette), then ``DiffOptions.ignore`` drops
 paths.
 
+Naming (``named_like``). Each cassette numbers its ids by first appearance, so one extra call
+early in B would shift every later ``<call-N>`` of B. The steps and notifications are first
+aligned on keys blind to these names; where a matched pair has a B name at the place A has
+another, B's name becomes A's; B's ids that A never had are numbered past A's highest.
+
 Alignment (``relay.diff_align``). The steps of A and B are aligned as sequences by a longest
-common subsequence of their keys (method, canonical path, operationName), so a missing or extra
-step is one finding, not a cascade. Within a pair of aligned steps, notifications are aligned
-the same way by channel, messageType, notificationType, the call they are about and its state.
-Items left over on both sides with the same key were reordered; items left over in the same gap
-with the same key but for the call (or, for steps, the path) are compared field by field, so a
+common subsequence of their whole content (method, canonical path, operationName, HTTP status
+and their notifications' keys), then, in each gap, by (method, canonical path, operationName),
+and last by the operation alone, in order: a missing, extra or failed attempt of a step is one
+finding, not a cascade nor a pairing with the wrong attempt. Steps are told apart by desktop
+name (not by the desktops' order in the file). Within a pair of aligned steps, notifications are
+aligned by channel, messageType, notificationType, the call they are about and its state. Items
+left over on both sides with the same key were reordered; items left over in the same gap with
+the same key but for the call (or, for steps, the path) are compared field by field, so a
 notification now about another call shows as ``data.call.id`` changed.
+
+Findings carry where they are (``Finding.at``: the step's index in A and in B;
+``Finding.note_at``: the notification's): labels can repeat, positions cannot. A step only in B
+is labelled with its position in B (``Hold POST ... (B step 2)``).
 
 Kinds of finding (``Kind``):
 
@@ -48,6 +60,7 @@ capabilities the name counts too, so that one flapping capability does not hide 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,15 +156,28 @@ class Finding:
     path: str | None = None
     a: JSON = None
     b: JSON = None
+    #: Where the step is: its 0-based index in A's steps and in B's (None on the side it is
+    #: not on). Labels can repeat; this cannot.
+    at: tuple[int | None, int | None] = (None, None)
+    #: The same for the notification within the step (None for a finding about the step).
+    note_at: tuple[int | None, int | None] | None = None
 
     def identity(self) -> tuple[str, str, str, str, str]:
-        """What noise learning matches on: (step, notification, kind, path, capability)."""
+        """What noise learning matches on: (step, notification, kind, path, capability).
+
+        The step and notification are A's positions when they are in A (A is the same
+        recording in A vs B and in A vs A2), else B's labels."""
         element = ""
         if self.kind is Kind.CAPABILITY_GAINED:
             element = str(self.b)
         elif self.kind is Kind.CAPABILITY_LOST:
             element = str(self.a)
-        return (self.step, self.notification or "", self.kind.value, self.path or "", element)
+        step = f"A{self.at[0]}" if self.at[0] is not None else f"B {self.step}"
+        note = ""
+        if self.note_at is not None:
+            i = self.note_at[0]
+            note = f"A{i}" if i is not None else f"B {self.notification}"
+        return (step, note, self.kind.value, self.path or "", element)
 
     def to_dict(self) -> dict[str, JSON]:
         return {
@@ -201,6 +227,12 @@ class Step:
     operation: str | None
     exchange: JSON
     notes: tuple[Note, ...]
+    #: Between ``key`` (the whole content: status and notifications too) and ``relaxed``:
+    #: method, canonical path and operationName.
+    middle: tuple[Hashable, ...] = ()
+    #: The desktop's name and the label's prefix (``[name] `` when the cassette has several).
+    desktop: str = ""
+    prefix: str = ""
 
     def summary(self) -> dict[str, JSON]:
         return {"exchange": self.exchange, "notifications": [n.label for n in self.notes]}
@@ -220,7 +252,9 @@ def _raw_steps(cassette: Cassette) -> list[_RawStep]:
             for d, desktop in enumerate(cassette.desktops)
             for k, event in enumerate(desktop.events)
         ),
-        key=lambda t: (t[0], t[1], t[2]),
+        # Simultaneous events of two desktops in the order of their names, not of the
+        # desktops in the file: the same desktops listed in another order give the same steps.
+        key=lambda t: (t[0], cassette.desktops[t[1]].name, t[1], t[2]),
     )
     steps: list[_RawStep] = []
     by_id: dict[str, _RawStep] = {}
@@ -386,31 +420,206 @@ def steps_of(cassette: Cassette, options: DiffOptions = DiffOptions()) -> list[S
         canon = [drop_ignored(doc, options.ignore) for doc in canon]
     it = iter(canon)
     several = len(cassette.desktops) > 1
-    built: list[tuple[tuple[Hashable, ...], tuple[Hashable, ...], str, str | None, JSON]] = []
-    all_notes: list[tuple[Note, ...]] = []
+    built: list[Step] = []
     for s in raw:
         exchange = next(it) if s.exchange is not None else None
-        notes = _notes([next(it) for _ in s.notifications])
-        prefix = f"[{cassette.desktops[s.desktop].name}] " if several else ""
-        if s.exchange is not None:
-            method = json_at(exchange, "request", "method")
-            path = json_at(exchange, "request", "path")
-            op = json_at(exchange, "request", "body", "operationName")
-            key: tuple[Hashable, ...] = ("exchange", s.desktop, _h(method), _h(path), _h(op))
-            relaxed: tuple[Hashable, ...] = ("exchange", s.desktop, _h(method), _h(op))
-            label = " ".join(str(v) for v in (op, method, path) if v is not None)
-            operation = s.exchange.request.operation_name
-        else:
-            key = ("unsolicited", s.desktop, notes[0].key if notes else None)
-            relaxed = ("unsolicited", s.desktop)
-            label, operation = "unsolicited", None
-        built.append((key, relaxed, prefix + (label or "exchange"), operation, exchange))
-        all_notes.append(notes)
-    labels = _numbered([b[2] for b in built])
+        note_docs = [next(it) for _ in s.notifications]
+        name = cassette.desktops[s.desktop].name
+        operation = s.exchange.request.operation_name if s.exchange is not None else None
+        built.append(_step(name, f"[{name}] " if several else "", operation, exchange, note_docs))
+    return _numbered_steps(built)
+
+
+def _step(
+    desktop: str, prefix: str, operation: str | None, exchange: JSON, docs: list[JSON]
+) -> Step:
+    """A step from its canonical documents (its label not yet numbered)."""
+    notes = _notes(docs)
+    note_keys = tuple(n.key for n in notes)
+    if exchange is not None:
+        method = json_at(exchange, "request", "method")
+        path = json_at(exchange, "request", "path")
+        op = json_at(exchange, "request", "body", "operationName")
+        status = json_at(exchange, "response", "status")
+        middle: tuple[Hashable, ...] = ("exchange", desktop, _h(method), _h(path), _h(op))
+        key: tuple[Hashable, ...] = (*middle, _h(status), _h(json_at(exchange, "error")), note_keys)
+        relaxed: tuple[Hashable, ...] = ("exchange", desktop, _h(method), _h(op))
+        label = " ".join(str(v) for v in (op, method, path) if v is not None) or "exchange"
+    else:
+        middle = ("unsolicited", desktop, notes[0].key if notes else None)
+        key = (*middle, note_keys)
+        relaxed = ("unsolicited", desktop)
+        label = "unsolicited"
+    return Step(
+        key=key,
+        relaxed=relaxed,
+        label=prefix + label,
+        operation=operation,
+        exchange=exchange,
+        notes=notes,
+        middle=middle,
+        desktop=desktop,
+        prefix=prefix,
+    )
+
+
+def _numbered_steps(steps: list[Step]) -> list[Step]:
+    labels = _numbered([s.label for s in steps])
     return [
-        Step(key=k, relaxed=r, label=label, operation=op, exchange=x, notes=notes)
-        for (k, r, _, op, x), label, notes in zip(built, labels, all_notes, strict=True)
+        s if s.label == label else dataclasses.replace(s, label=label)
+        for s, label in zip(steps, labels, strict=True)
     ]
+
+
+# --- one naming for both sides ----------------------------------------------------------------
+
+_TOKEN = re.compile(r"<([a-z]+)-(\d+)>")
+
+
+def _blind(value: Hashable, memo: dict[Hashable, Hashable]) -> Hashable:
+    """A key part with every ``<kind-N>`` made ``<kind>``: keys that ignore which call."""
+    if isinstance(value, str):
+        return _TOKEN.sub(r"<\1>", value) if "<" in value else value
+    if isinstance(value, tuple):
+        done = memo.get(value)
+        if done is None:
+            done = memo[value] = tuple(_blind(v, memo) for v in value)
+        return done
+    return value
+
+
+def _tokens(doc: JSON, out: list[str]) -> None:
+    if isinstance(doc, str):
+        if "<" in doc:
+            out.extend(m.group(0) for m in _TOKEN.finditer(doc))
+    elif isinstance(doc, dict):
+        for v in doc.values():
+            _tokens(v, out)
+    elif isinstance(doc, list):
+        for v in doc:
+            _tokens(v, out)
+
+
+def _correspond(a: JSON, b: JSON, found: list[tuple[str, str]], skip_equal: bool) -> None:
+    """The tokens of ``b`` that stand where ``a`` has tokens (same path, same place); with
+    ``skip_equal``, not those of equal parts (a quick look for any difference)."""
+    if skip_equal and (a is b or a == b):
+        return
+    if isinstance(a, str):
+        if isinstance(b, str) and "<" in a and "<" in b:
+            ta = [m.group(0) for m in _TOKEN.finditer(a)]
+            tb = [m.group(0) for m in _TOKEN.finditer(b)]
+            if len(ta) == len(tb):
+                found.extend(zip(ta, tb, strict=True))
+    elif isinstance(a, dict):
+        if isinstance(b, dict):
+            for k, v in a.items():
+                if k in b:
+                    _correspond(v, b[k], found, skip_equal)
+    elif isinstance(a, list) and isinstance(b, list):
+        for x, y in zip(a, b, strict=False):
+            _correspond(x, y, found, skip_equal)
+
+
+def _rename(doc: JSON, table: dict[str, str]) -> JSON:
+    if isinstance(doc, str):
+        if "<" not in doc:
+            return doc
+        return _TOKEN.sub(lambda m: table.get(m.group(0), m.group(0)), doc)
+    if isinstance(doc, dict):
+        return {k: _rename(v, table) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_rename(v, table) for v in doc]
+    return doc
+
+
+def _token_kind(token: str) -> str:
+    return token[1 : token.rindex("-")]
+
+
+def named_like(a: Sequence[Step], b: Sequence[Step]) -> list[Step]:
+    """B's steps with B's ``<kind-N>`` names replaced by the names of A's counterparts.
+
+    Each cassette numbers its ids by first appearance, so one extra call early in B (a Dial)
+    would shift every later ``<call-N>`` of B. The steps and, within matched steps, the
+    notifications are aligned first on keys blind to these names; a token of B standing where
+    A has another token in a matched pair (same JSON path) takes A's name, the first such
+    correspondence winning. B's other tokens (ids A never had) are numbered past A's highest
+    number of their kind, so that they cannot collide with a name of A."""
+    memo: dict[Hashable, Hashable] = {}
+    pairs = align(
+        [_blind(s.key, memo) for s in a],
+        [_blind(s.key, memo) for s in b],
+        [_blind(s.relaxed, memo) for s in a],
+        [_blind(s.relaxed, memo) for s in b],
+        [_blind(s.middle, memo) for s in a],
+        [_blind(s.middle, memo) for s in b],
+    )
+    matched: list[tuple[JSON, JSON]] = []
+    for p in pairs:
+        if p.a is None or p.b is None:
+            continue
+        sa, sb = a[p.a], b[p.b]
+        matched.append((sa.exchange, sb.exchange))
+        if sa.notes == sb.notes:
+            matched.extend((n.doc, n.doc) for n in sa.notes)
+            continue
+        note_pairs = align(
+            [_blind(n.key, memo) for n in sa.notes],
+            [_blind(n.key, memo) for n in sb.notes],
+            [_blind(n.relaxed, memo) for n in sa.notes],
+            [_blind(n.relaxed, memo) for n in sb.notes],
+        )
+        matched.extend(
+            (sa.notes[q.a].doc, sb.notes[q.b].doc)
+            for q in note_pairs
+            if q.a is not None and q.b is not None
+        )
+    found: list[tuple[str, str]] = []
+    for x, y in matched:
+        _correspond(x, y, found, True)
+    if all(ta == tb for ta, tb in found):
+        return list(b)  # the same names already: the usual case
+    found.clear()
+    for x, y in matched:
+        _correspond(x, y, found, False)
+    table: dict[str, str] = {}
+    taken: set[str] = set()
+    for ta, tb in found:
+        if tb not in table and ta not in taken and _token_kind(ta) == _token_kind(tb):
+            table[tb] = ta
+            taken.add(ta)
+    in_b: list[str] = []
+    for s in b:
+        _tokens(s.exchange, in_b)
+        for n in s.notes:
+            _tokens(n.doc, in_b)
+    in_a: list[str] = []
+    for s in a:
+        _tokens(s.exchange, in_a)
+        for n in s.notes:
+            _tokens(n.doc, in_a)
+    highest: dict[str, int] = {}
+    for t in (*in_a, *table.values()):
+        m = _TOKEN.fullmatch(t)
+        if m is not None:
+            highest[m.group(1)] = max(highest.get(m.group(1), 0), int(m.group(2)))
+    for t in in_b:
+        if t not in table:
+            kind = _token_kind(t)
+            highest[kind] = highest.get(kind, 0) + 1
+            table[t] = f"<{kind}-{highest[kind]}>"
+    renamed = [
+        _step(
+            s.desktop,
+            s.prefix,
+            s.operation,
+            _rename(s.exchange, table),
+            [_rename(n.doc, table) for n in s.notes],
+        )
+        for s in b
+    ]
+    return _numbered_steps(renamed)
 
 
 # --- comparison -----------------------------------------------------------------------------
@@ -470,9 +679,16 @@ def _strings(values: list[JSON]) -> bool:
     return all(isinstance(v, str) for v in values)
 
 
-def _fields(step: str, note: str | None, a: JSON, b: JSON) -> Iterator[Finding]:
+def _fields(
+    step: str,
+    note: str | None,
+    a: JSON,
+    b: JSON,
+    at: tuple[int | None, int | None],
+    note_at: tuple[int | None, int | None] | None,
+) -> Iterator[Finding]:
     for kind, path, va, vb in compare(a, b):
-        yield Finding(step, note, kind, render_path(path), va, vb)
+        yield Finding(step, note, kind, render_path(path), va, vb, at, note_at)
 
 
 def align_notes(sa: Step, sb: Step) -> list[Pair]:
@@ -485,41 +701,68 @@ def align_notes(sa: Step, sb: Step) -> list[Pair]:
     )
 
 
-def _compare_steps(sa: Step, sb: Step) -> Iterator[Finding]:
+def align_steps(a: Sequence[Step], b: Sequence[Step]) -> list[Pair]:
+    """The steps of A and B aligned: an LCS of their whole content (``Step.key``), then, in
+    each gap, an LCS of (method, path, operationName), then the same operation in order."""
+    return align(
+        [s.key for s in a],
+        [s.key for s in b],
+        [s.relaxed for s in a],
+        [s.relaxed for s in b],
+        [s.middle for s in a],
+        [s.middle for s in b],
+    )
+
+
+def extra_label(step: Step, index: int) -> str:
+    """The label of a step only in B: B's position in it, so that it cannot be read as A's."""
+    return f"{step.label} (B step {index + 1})"
+
+
+def _compare_steps(sa: Step, sb: Step, at: tuple[int, int]) -> Iterator[Finding]:
     step = sa.label
-    yield from _fields(step, None, sa.exchange, sb.exchange)
+    yield from _fields(step, None, sa.exchange, sb.exchange, at, None)
     pairs = align_notes(sa, sb)
     for p in pairs:
+        where = (p.a, p.b)
         if p.b is None:
             assert p.a is not None
             na = sa.notes[p.a]
-            yield Finding(step, na.label, Kind.NOTIFICATION_MISSING, None, na.doc, None)
+            yield Finding(step, na.label, Kind.NOTIFICATION_MISSING, None, na.doc, None, at, where)
         elif p.a is None:
             nb = sb.notes[p.b]
-            yield Finding(step, nb.label, Kind.NOTIFICATION_EXTRA, None, None, nb.doc)
+            yield Finding(step, nb.label, Kind.NOTIFICATION_EXTRA, None, None, nb.doc, at, where)
         else:
             na, nb = sa.notes[p.a], sb.notes[p.b]
             if p.moved:
-                yield Finding(step, na.label, Kind.NOTIFICATION_REORDERED, None, p.a + 1, p.b + 1)
-            yield from _fields(step, na.label, na.doc, nb.doc)
+                yield Finding(
+                    step, na.label, Kind.NOTIFICATION_REORDERED, None, p.a + 1, p.b + 1, at, where
+                )
+            yield from _fields(step, na.label, na.doc, nb.doc, at, where)
 
 
 def diff_steps(a: Sequence[Step], b: Sequence[Step]) -> list[Finding]:
-    """The findings of steps ``a`` vs steps ``b``, in step order."""
-    pairs = align(
-        [s.key for s in a], [s.key for s in b], [s.relaxed for s in a], [s.relaxed for s in b]
-    )
+    """The findings of steps ``a`` vs steps ``b`` (``b`` already ``named_like(a, ...)``), in
+    step order."""
     out: list[Finding] = []
-    for p in pairs:
+    for p in align_steps(a, b):
         if p.b is None:
             assert p.a is not None
-            out.append(Finding(a[p.a].label, None, Kind.STEP_MISSING, None, a[p.a].summary(), None))
+            sa = a[p.a]
+            out.append(
+                Finding(sa.label, None, Kind.STEP_MISSING, None, sa.summary(), None, (p.a, None))
+            )
         elif p.a is None:
-            out.append(Finding(b[p.b].label, None, Kind.STEP_EXTRA, None, None, b[p.b].summary()))
+            sb = b[p.b]
+            label = extra_label(sb, p.b)
+            out.append(Finding(label, None, Kind.STEP_EXTRA, None, None, sb.summary(), (None, p.b)))
         else:
+            at = (p.a, p.b)
             if p.moved:
-                out.append(Finding(a[p.a].label, None, Kind.STEP_REORDERED, None, p.a + 1, p.b + 1))
-            out.extend(_compare_steps(a[p.a], b[p.b]))
+                out.append(
+                    Finding(a[p.a].label, None, Kind.STEP_REORDERED, None, p.a + 1, p.b + 1, at)
+                )
+            out.extend(_compare_steps(a[p.a], b[p.b], at))
     return out
 
 
@@ -551,11 +794,13 @@ def diff(
                 f"(they have: {have})"
             )
     with collector_paused():
-        a_steps, b_steps = steps_of(a, options), steps_of(b, options)
+        a_steps = steps_of(a, options)
+        b_steps = named_like(a_steps, steps_of(b, options))
         findings = diff_steps(a_steps, b_steps)
         dropped = 0
         if noise is not None:
-            learned = {f.identity() for f in diff_steps(a_steps, steps_of(noise, options))}
+            noise_steps = named_like(a_steps, steps_of(noise, options))
+            learned = {f.identity() for f in diff_steps(a_steps, noise_steps)}
             kept = [f for f in findings if f.identity() not in learned]
             dropped = len(findings) - len(kept)
             findings = kept

@@ -121,9 +121,12 @@ def align(
     b_keys: Sequence[Hashable],
     a_relaxed: Sequence[Hashable],
     b_relaxed: Sequence[Hashable],
+    a_middle: Sequence[Hashable] | None = None,
+    b_middle: Sequence[Hashable] | None = None,
 ) -> list[Pair]:
-    """Align two sequences by key: an LCS, then moves, then pairs that differ in a detail
-    (same relaxed key, same gap); in A's order, with B's extras where they fall."""
+    """Align two sequences by key: an LCS, then moves, then, gap by gap, an LCS of the
+    ``middle`` keys (when given) and last pairs that differ in a detail (same relaxed key, in
+    order); in A's order, with B's extras where they fall."""
     if len(a_keys) == len(b_keys) and all(x == y for x, y in zip(a_keys, b_keys, strict=True)):
         return [Pair(i, i) for i in range(len(a_keys))]  # the usual case, made cheap
     placed: list[tuple[tuple[float, int], Pair]] = []
@@ -143,7 +146,7 @@ def align(
     for j, _ in b_left:
         waiting.setdefault(b_keys[j], deque()).append(j)
     used: set[int] = set()
-    rest_a: list[tuple[int, int]] = []
+    rest_a: dict[int, list[int]] = {}
     for i, gap in a_left:
         queue = waiting.get(a_keys[i])
         if queue:
@@ -151,19 +154,38 @@ def align(
             used.add(j)
             placed.append(((i, 0), Pair(i, j, moved=True)))
         else:
-            rest_a.append((i, gap))
-    similar: dict[tuple[int, Hashable], deque[int]] = {}
+            rest_a.setdefault(gap, []).append(i)
+    rest_b: dict[int, list[int]] = {}
     for j, gap in b_left:
         if j not in used:
-            similar.setdefault((gap, b_relaxed[j]), deque()).append(j)
-    for i, gap in rest_a:
-        queue = similar.get((gap, a_relaxed[i]))
-        if queue:
-            j = queue.popleft()
-            used.add(j)
-            placed.append(((i, 0), Pair(i, j)))
-        else:
-            placed.append(((i, 0), Pair(i, None)))
+            rest_b.setdefault(gap, []).append(j)
+    for gap, ra in rest_a.items():
+        rb = rest_b.get(gap, [])
+        if not rb:
+            placed.extend(((i, 0), Pair(i, None)) for i in ra)
+            continue
+        paired: dict[int, int] = {}
+        if a_middle is not None and b_middle is not None:
+            for tag, i1, i2, j1, j2 in opcodes(
+                [a_middle[i] for i in ra], [b_middle[j] for j in rb]
+            ):
+                if tag == "equal":
+                    paired.update(zip(ra[i1:i2], rb[j1:j2], strict=True))
+        taken = set(paired.values())
+        similar: dict[Hashable, deque[int]] = {}
+        for j in rb:
+            if j not in taken:
+                similar.setdefault(b_relaxed[j], deque()).append(j)
+        for i in ra:
+            match = paired.get(i)
+            if match is None:
+                queue = similar.get(a_relaxed[i])
+                match = queue.popleft() if queue else None
+            if match is None:
+                placed.append(((i, 0), Pair(i, None)))
+            else:
+                used.add(match)
+                placed.append(((i, 0), Pair(i, match)))
     for j, gap in b_left:
         if j not in used:
             placed.append(((gap_end[gap] - 0.5, j), Pair(None, j)))

@@ -5,10 +5,11 @@ Pure: ``page(...)`` returns the HTML as a string, self-contained like ``relay sh
 filter, nothing fetched; it works from file://).
 
 It draws what ``relay.diff`` computed, from its public objects: the steps of each side
-(``steps_of``, canonical, ignored paths dropped), aligned as ``diff_steps`` aligns them
-(``relay.diff_align.align`` on the same keys), and the findings of the ``DiffResult`` attached to
-the step and notification they name (so ``--noise`` and ``--only`` show here as in the text).
-Two columns, A | B, one band per aligned step:
+(``steps_of``, canonical, ignored paths dropped), named and aligned as ``diff`` does
+(``named_like``, ``align_steps``, ``align_notes``), and the findings of the ``DiffResult``
+attached by position (``Finding.at``, ``Finding.note_at``) to their step and notification (so
+``--noise`` and ``--only`` show here as in the text). Two columns, A | B, one band per aligned
+step:
 
 - a step only in A is red on the left with a gap on the right ("not in B"); only in B, green on
   the right; a notification missing or extra inside a step, the same;
@@ -30,8 +31,18 @@ from typing import Any
 
 import orjson
 
-from relay.diff import DiffResult, Finding, Kind, Note, Step, align_notes, json_at
-from relay.diff_align import align
+from relay.diff import (
+    DiffResult,
+    Finding,
+    Kind,
+    Note,
+    Step,
+    align_notes,
+    align_steps,
+    extra_label,
+    json_at,
+    named_like,
+)
 from relay.html import document, static_text
 
 _VALUE_WIDTH = 90  # longest JSON value shown before it is cut (the whole is in the tooltip)
@@ -50,15 +61,19 @@ def _state_class(state: str) -> str:
     return f"rt-state rt-state-{token}"
 
 
+_At = tuple[int | None, int | None]
+
+
 class _Findings:
-    """The result's findings by (step, notification), each handed out once."""
+    """The result's findings by where they are (the step's positions in A and B, the
+    notification's within it), each handed out once. Labels can repeat; positions cannot."""
 
     def __init__(self, findings: Sequence[Finding]) -> None:
-        self._by: dict[tuple[str, str | None], deque[Finding]] = defaultdict(deque)
+        self._by: dict[tuple[_At, _At | None], deque[Finding]] = defaultdict(deque)
         for f in findings:
-            self._by[(f.step, f.notification)].append(f)
+            self._by[(f.at, f.note_at)].append(f)
 
-    def take(self, step: str, note: str | None) -> list[Finding]:
+    def take(self, step: _At, note: _At | None) -> list[Finding]:
         queue = self._by.pop((step, note), None)
         return list(queue) if queue else []
 
@@ -182,10 +197,14 @@ def _gap(text: str) -> str:
 # --- bands ----------------------------------------------------------------------------------
 
 
-def _band(sa: Step | None, sb: Step | None, found: _Findings) -> tuple[str, str]:
+def _band(sa: Step | None, sb: Step | None, at: _At, found: _Findings) -> tuple[str, str]:
     """One aligned step as HTML (A and B side by side) and its status."""
-    label = sa.label if sa is not None else sb.label if sb is not None else ""
-    step_findings = found.take(label, None)
+    if sa is not None:
+        label = sa.label
+    else:
+        assert sb is not None and at[1] is not None
+        label = extra_label(sb, at[1])
+    step_findings = found.take(at, None)
     cells: list[tuple[str, str]] = []
     if sa is None or sb is None:
         status = "removed" if sb is None else "added"
@@ -211,8 +230,7 @@ def _band(sa: Step | None, sb: Step | None, found: _Findings) -> tuple[str, str]
     for p in pairs:
         na = sa.notes[p.a] if p.a is not None else None
         nb = sb.notes[p.b] if p.b is not None else None
-        note_label = na.label if na is not None else nb.label if nb is not None else ""
-        fs = found.take(label, note_label)
+        fs = found.take(at, (p.a, p.b))
         changed = changed or bool(fs)
         if na is None and nb is not None:
             cells.append((_gap("not in A"), _note_card(nb, fs, "b", "added")))
@@ -265,18 +283,14 @@ def page(
 ) -> str:
     """The HTML page of a comparison: ``steps_*`` are ``steps_of`` with the options it used."""
     found = _Findings(result.findings)
-    pairs = align(
-        [s.key for s in steps_a],
-        [s.key for s in steps_b],
-        [s.relaxed for s in steps_a],
-        [s.relaxed for s in steps_b],
-    )
+    steps_b = named_like(steps_a, steps_b)  # as relay.diff.diff compares them
     bands: list[str] = []
     counts: dict[str, int] = defaultdict(int)
-    for p in pairs:
+    for p in align_steps(steps_a, steps_b):
         band, status = _band(
             steps_a[p.a] if p.a is not None else None,
             steps_b[p.b] if p.b is not None else None,
+            (p.a, p.b),
             found,
         )
         bands.append(band)
@@ -285,7 +299,7 @@ def page(
     if result.equivalent:
         summary = f"equivalent: no differences in {_plural(result.steps_a, 'step')}{noise}"
     else:
-        steps = len({f.step for f in result.findings})
+        steps = len({(f.at, f.step) for f in result.findings})
         summary = f"{_plural(len(result.findings), 'difference')} in {_plural(steps, 'step')}"
         summary += noise
     tally = " · ".join(

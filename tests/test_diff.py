@@ -222,9 +222,9 @@ def test_seed_without_only_adds_the_steps_sample_1_lacks() -> None:
     result = diff(cm.load(INITIATE), cm.load(TWO_STEP))
     extra = [(f.step, f.kind) for f in result.findings if f.notification is None]
     assert extra == [
-        ("unsolicited", Kind.STEP_EXTRA),
-        ("Answer POST /api/v2/me/calls/<call-1>", Kind.STEP_EXTRA),
-        ("CompleteTransfer POST /api/v2/me/calls/<call-2>", Kind.STEP_EXTRA),
+        ("unsolicited (B step 1)", Kind.STEP_EXTRA),
+        ("Answer POST /api/v2/me/calls/<call-1> (B step 2)", Kind.STEP_EXTRA),
+        ("CompleteTransfer POST /api/v2/me/calls/<call-2> (B step 4)", Kind.STEP_EXTRA),
     ]
     assert {seed_view(f) for f in result.findings if f.notification} == SEED_FINDINGS
 
@@ -307,7 +307,7 @@ def test_an_extra_step_is_one_finding() -> None:
     ]
     result = diff(cassette(events), cassette(events + extra))
     assert [(f.step, f.kind) for f in result.findings] == [
-        ("AttachUserData POST /api/v2/me/calls/<call-1>", Kind.STEP_EXTRA)
+        ("AttachUserData POST /api/v2/me/calls/<call-1> (B step 5)", Kind.STEP_EXTRA)
     ]
 
 
