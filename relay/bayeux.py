@@ -15,7 +15,9 @@ Rules, from the Bayeux 1.0 specification and what real clients need
   before (the FIRST connect is answered at once: aiocometd's ``open()`` waits for it), the client
   did not ask ``advice.timeout: 0``, and nothing is queued. A held connect ends on an event, a
   disconnect or the advertised timeout, whichever comes first (the adapter does the waiting).
-- Subscriptions echo ``subscription`` exactly as sent; ``/meta/**`` is refused with 403.
+- Subscriptions echo ``subscription`` exactly as sent; ``/meta/**`` is refused with 403, an
+  invalid channel with 405; a ``subscription`` that is an object or holds arrays or objects is a
+  protocol error.
   Wildcards are trailing only: ``/a/*`` is one more segment, ``/a/**`` one or more.
 - Each event is delivered once per client, however many subscriptions match it.
 - Reply ``id`` equals the request ``id``; ids are not unique, so no state is keyed on them.
@@ -92,6 +94,14 @@ def validate_messages(value: Any) -> list[Message]:
         cid = message.get("clientId")
         if cid is not None and not isinstance(cid, str):
             raise BayeuxError(f"message {i} has a 'clientId' that is not a string")
+        # A subscription is a channel or a list of channels. A wrong scalar is refused with a
+        # 405 reply that echoes it; deeper structure is no Bayeux message (and JSON may nest
+        # deeper than the reply could be written).
+        sub = message.get("subscription")
+        if isinstance(sub, dict) or (
+            isinstance(sub, list) and any(isinstance(p, list | dict) for p in sub)
+        ):
+            raise BayeuxError(f"message {i} has a 'subscription' that is not a channel or a list")
     return messages
 
 

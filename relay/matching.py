@@ -54,7 +54,10 @@ class Match:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    try:
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+        text = repr(value)[:limit]
     text = repr(text) if isinstance(value, str) else text
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

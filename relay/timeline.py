@@ -24,7 +24,7 @@ it is skipped and reported, so that one channel nobody listens to does not stall
 Presenter controls: ``paused`` holds every notification until ``resume(now)``, after which the
 recorded pace starts again from ``now``. In ``step`` mode the clock releases nothing: each
 ``release_next()`` lets the next notification go, together with the notifications right after
-it that the same exchange caused (a group).
+it that the same exchange caused (a group); while the desktop has to act, it does nothing.
 """
 
 from __future__ import annotations
@@ -237,9 +237,14 @@ class Timeline:
 
     # -- presenter controls
 
-    def release_next(self) -> None:
-        """Step mode: let the next notification (and the rest of its group) go."""
+    def release_next(self) -> bool:
+        """Step mode: let the next notification (and the rest of its group) go. False, and
+        nothing kept for later, when there is none to let go (the desktop must act first, the
+        scenario is over) or outside step mode."""
+        if not self.step or not self.next_group:
+            return False
         self.permits += 1
+        return True
 
     def pause(self) -> None:
         self.paused = True
@@ -266,6 +271,8 @@ class Timeline:
         group: list[Notification] = []
         for event in self.chain[self.release_index :]:
             if not isinstance(event, Notification):
+                if not group and event.id in self.matched_at:
+                    continue  # sent already, ``due`` has not moved past it yet
                 break
             if group and (event.cause is None or event.cause != group[0].cause):
                 break

@@ -263,9 +263,13 @@ def test_the_server_answers_any_valid_messages_or_raises_the_protocol_error(
     for _ in range(queued):
         b.enqueue(b.clients[cid], event())
     for batch in batches:
-        messages = bx.validate_messages(
-            [{**m, "clientId": cid} if m.get("clientId") == "KNOWN" else m for m in batch]
-        )
+        try:
+            messages = bx.validate_messages(
+                [{**m, "clientId": cid} if m.get("clientId") == "KNOWN" else m for m in batch]
+            )
+        except BayeuxError as e:  # a subscription with nested structure
+            assert e.status == 400 and "'subscription'" in str(e)
+            continue
         try:
             outcome = b.process(messages, transport="long-polling", owner=OWNER)
         except BayeuxError as e:
@@ -745,3 +749,23 @@ def test_drop_owner_forgets_only_that_sessions_clients() -> None:
     assert set(b.clients) == {other}
     assert b.drop_owner("A") == []
     assert send(b, connect(a1)).replies[0]["error"] == "402::Unknown client"
+
+
+@pytest.mark.parametrize(
+    "subscription",
+    [{"a": 1}, [["/a"]], ["/a", {"b": 2}], [[[]]]],
+)
+def test_a_subscription_with_nested_structure_is_a_protocol_error(subscription: Any) -> None:
+    with pytest.raises(BayeuxError) as info:
+        bx.validate_messages([{"channel": bx.SUBSCRIBE, "subscription": subscription}])
+    assert info.value.status == 400
+    assert "'subscription'" in str(info.value)
+
+
+def test_a_subscription_nested_too_deep_to_echo_is_refused_when_parsed() -> None:
+    deep = b"[" * 300 + b"]" * 300
+    with pytest.raises(BayeuxError) as info:
+        bx.parse_messages(
+            b'[{"channel":"/meta/subscribe","clientId":"c","subscription":%s}]' % deep
+        )
+    assert info.value.status == 400

@@ -365,3 +365,12 @@ def test_a_query_matches_its_redacted_recording_in_any_order(
     ]
     actual = data.draw(st.permutations(pairs))
     assert compare(request(method="GET", query=actual), request(method="GET", query=recorded)) == ()
+
+
+def test_a_difference_too_deep_for_json_is_still_described() -> None:
+    deep: Any = []
+    for _ in range(300):  # orjson.loads takes this; orjson.dumps refuses it
+        deep = [deep]
+    text = Difference("operationName", "Answer", deep).describe()
+    assert text.startswith("operationName: recorded 'Answer', got [[[")
+    assert len(text) < 200

@@ -627,3 +627,22 @@ def test_a_desktop_of_gets_only_serves_them() -> None:
     assert timeline.serve(Request(method="GET", path="/api/v2/me"), 1.0).exchange is get
     assert timeline.due(1.0, lambda _: True).delivered == []
     assert timeline.finished
+
+
+def test_a_release_while_the_desktop_must_act_is_not_kept_for_later() -> None:
+    tl = timeline(step=True)
+    assert tl.release_next() is True
+    assert ids(tl.due(START, everyone).delivered) == ["n1"]
+    assert tl.next_group == []  # the desktop must send x1 first
+    assert tl.release_next() is False
+    assert tl.permits == 0
+    tl.serve(ANSWER, START + 1.0)
+    assert tl.due(START + 1.0, everyone) == Release()  # n2 still waits for its own press
+    assert tl.release_next() is True
+    assert ids(tl.due(START + 1.0, everyone).delivered) == ["n2"]
+
+
+def test_a_release_outside_step_mode_releases_nothing() -> None:
+    tl = timeline()
+    assert tl.release_next() is False
+    assert tl.permits == 0
