@@ -17,13 +17,19 @@ is left to compare:
   appearing nowhere else: it becomes ``<KIND-?>`` and takes no number, so it cannot shift the
   numbering of the others.
 - A string under any other key (``userData``, ``extensions``) that equals one of those
-  identifiers gets the same name: a call id copied into attached data is renamed with the call.
+  identifiers (of 8+ characters, any case), or contains one (``"call 051DJ.. transferred"``,
+  ``"051DJ.._rec"``), gets the same name in its place: a call id copied into attached data is
+  renamed with the call. Keys ending in ``ConnId`` are conn ids (``otherConnId`` only refers);
+  other camelCase keys ending in ``Id`` (``recordingId``) are ids when their value looks like one.
 - URIs and paths keep their shape; the origin becomes ``<origin>`` and the id parts are renamed
   (``http://host:8080/api/v2/me/calls/X`` -> ``<origin>/api/v2/me/calls/<call-1>``).
 - ``duration`` and timestamp fields (``DROPPED_KEYS``, keys ending in ``Timestamp``, ``Date``,
-  ``DateTime`` or ``At``) are dropped; any other string that reads as an ISO 8601 date-time
-  becomes ``<time>``.
-- Phone numbers (``NUMBER_KEYS``, including a request's ``destination``) become ``<number>``, or,
+  ``DateTime`` or ``At``, camelCase keys ending in ``Time`` or ``Duration`` such as
+  ``startedTime`` and ``holdDuration``; not ``WrapUpTime``, an agent setting) are dropped; any
+  other string that reads as an ISO 8601 date-time, a date alone or an RFC 1123 date becomes
+  ``<time>``.
+- Phone numbers (``NUMBER_KEYS``, including a request's ``destination`` and the number strings
+  of older 8.5 ``participants``) become ``<number>``, or,
   with ``keep_numbers``, are renamed like ids (``<number-N>``).
 
 Everything here is pure: values in, new values out; the input is never modified.
@@ -103,27 +109,39 @@ NUMBER_KEYS = frozenset(
         "otherDN",
         "destination",
         "number",
+        "participants",  # older 8.5 builds: a list of number strings (objects are walked)
     }
 )
 
-#: Keys dropped from every document: durations and timestamps always differ.
+#: Keys dropped from every document: durations and timestamps always differ (``ts``: a
+#: request's cache-busting clock reading).
 DROPPED_KEYS = frozenset(
-    {"duration", "timestamp", "time", "date", "startTime", "endTime", "creationTime"}
+    {"duration", "timestamp", "time", "date", "startTime", "endTime", "creationTime", "ts"}
 )
 _DROPPED_SUFFIXES = ("Timestamp", "Date", "DateTime")
+#: Dropped too when the key is camelCase (``startedTime``, ``holdDuration``). A capitalised key
+#: (``WrapUpTime`` in ``extensions`` or user data) is an agent setting, not a clock reading, and
+#: is kept.
+_CAMEL_DROPPED_SUFFIXES = ("Time", "Duration")
 
 NUMBER_PLACEHOLDER = "<number>"
 TIME_PLACEHOLDER = "<time>"
 ORIGIN_PLACEHOLDER = "<origin>"
 
 _ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
-_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_ISO_TIME = re.compile(
+    r"^(?:\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}|$)"  # ISO 8601 date-time, or a date alone
+    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2})"  # RFC 1123
+)
+_DIGIT = re.compile(r"\d")
+#: Runs of a string that could be an id inside it (``call 051DJ... transferred``, ``051DJ..._rec``).
+_ID_RUN = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
 _UUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _ID_SEGMENT = re.compile(r"^(?=.*\d)[A-Za-z0-9_.~-]{8,}$")
 _AT_SUFFIX = re.compile(r"[a-z]At$")
 
 #: Keys that refer to another object rather than name their own (see the module docstring).
-REFERENCE_PREFIXES = ("parent", "previous")
+REFERENCE_PREFIXES = ("parent", "previous", "other")
 
 
 def is_uri_key(key: str) -> bool:
@@ -133,7 +151,12 @@ def is_uri_key(key: str) -> bool:
 
 def is_dropped_key(key: str) -> bool:
     """Whether a key is a duration or timestamp, dropped before any comparison."""
-    return key in DROPPED_KEYS or key.endswith(_DROPPED_SUFFIXES) or bool(_AT_SUFFIX.search(key))
+    return (
+        key in DROPPED_KEYS
+        or key.endswith(_DROPPED_SUFFIXES)
+        or bool(_AT_SUFFIX.search(key))
+        or (key[:1].islower() and key.endswith(_CAMEL_DROPPED_SUFFIXES))
+    )
 
 
 def looks_like_id(segment: str) -> bool:
@@ -142,7 +165,7 @@ def looks_like_id(segment: str) -> bool:
 
 
 # What a key's scalar value is (decided once per key name, see ``_rule``).
-_PLAIN, _DROP, _NUMBER, _ID, _ID_BY_PARENT, _URI = range(6)
+_PLAIN, _DROP, _NUMBER, _ID, _ID_BY_PARENT, _URI, _ID_IF_LIKE = range(7)
 
 #: A URI taken apart: whether it had an origin, its path segments (literal, or (kind, raw) for
 #: an id), what followed the path (``?query``), and the ids alone.
@@ -159,6 +182,10 @@ def _rule(key: str) -> tuple[int, str, bool]:
         return _NUMBER, "number", False
     if key in ID_KEY_KINDS:
         return _ID, ID_KEY_KINDS[key], reference
+    if key.endswith("ConnId"):  # otherConnId, consultConnId, ...
+        return _ID, "conn", reference
+    if len(key) > 2 and key.endswith("Id") and key[-3].islower():  # recordingId, ...
+        return _ID_IF_LIKE, key[:-2].lower(), reference
     if key == "id":
         return _ID_BY_PARENT, "", False
     if is_uri_key(key):
@@ -283,6 +310,8 @@ class _Walker:
             code = _ID
         elif code == _ID_BY_PARENT:
             code, kind = _ID, ID_PARENT_KINDS.get(parent or "", "id")
+        elif code == _ID_IF_LIKE:
+            code = _ID if isinstance(value, str) and looks_like_id(value) else _PLAIN
         if code == _ID:
             if isinstance(value, str | int | float) and value != "":
                 raw = str(value)
@@ -300,7 +329,7 @@ class _Walker:
                 return value
             if _ISO_TIME.match(value):
                 return TIME_PLACEHOLDER
-            if looks_like_id(value):
+            if len(value) >= 8 and _DIGIT.search(value):
                 self.maybe_slots.append((into, slot, value))
         return value
 
@@ -315,10 +344,30 @@ def canonicalise(docs: Sequence[JSON], *, keep_numbers: bool = False) -> list[JS
     for into, slot, parsed in walker.uri_slots:
         into[slot] = _render_uri(parsed, table)
     if walker.maybe_slots:
+        # Ids of 8+ characters (as ``looks_like_id``), case folded: an id copied into attached
+        # data is renamed with it, whole or inside a longer string, in upper or lower case.
         by_value: dict[str, str] = {}
         for (_, raw), token in table.tokens.items():
-            by_value.setdefault(raw, token)
-        for into, slot, raw in walker.maybe_slots:
-            if raw in by_value:
-                into[slot] = by_value[raw]
+            if len(raw) >= 8 and looks_like_id(raw):
+                by_value.setdefault(raw.lower(), token)
+        if by_value:
+            for into, slot, raw in walker.maybe_slots:
+                whole = by_value.get(raw.lower())
+                if whole is not None:
+                    into[slot] = whole
+                else:
+                    renamed = _ID_RUN.sub(lambda m: _inner(m.group(0), by_value), raw)
+                    if renamed != raw:
+                        into[slot] = renamed
     return out
+
+
+def _inner(run: str, by_value: Mapping[str, str]) -> str:
+    """A run of id characters inside a longer string, renamed if it is (or its ``-``-separated
+    parts are) a known id."""
+    token = by_value.get(run.lower())
+    if token is not None:
+        return token
+    if "-" not in run:
+        return run
+    return "-".join(by_value.get(part.lower(), part) for part in run.split("-"))

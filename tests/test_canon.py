@@ -264,3 +264,48 @@ def test_any_json_canonicalises_without_error_and_deterministically(
     assert docs == before
     assert out == canonicalise(copy.deepcopy(docs), keep_numbers=keep_numbers)
     assert len(out) == len(docs)
+
+
+# --- noise that leaked (review) ---------------------------------------------------------------
+
+
+def _noisy(call_id: str, conn: str, other: str, n: int) -> list[Any]:
+    return [
+        {"call": {"id": call_id, "connId": conn, "state": "Established"}},
+        {
+            "call": {
+                "id": call_id,
+                "state": "Held",
+                "otherConnId": other,
+                "startedTime": 1_700_000_000_000 + n,
+                "holdDuration": 10 + n,
+                "lastChange": f"Mon, 0{n} Jan 2024 10:00:00 GMT",
+                "participants": ["5000", f"555000{n}"],
+                "recordingId": f"REC{n}9876543",
+            },
+            "extensions": {"WrapUpTime": 0},
+            "userData": {
+                "note": f"call {call_id} transferred",
+                "file": f"{call_id}_rec",
+                "lower": call_id.lower(),
+                "day": f"2024-0{n}-01",
+            },
+        },
+    ]
+
+
+def test_ids_inside_strings_times_durations_and_old_participants_are_noise() -> None:
+    a = canonicalise(_noisy("051DJV5JI898NB2L04000VTAES000055", "0081023855e005", "0081e0055a", 5))
+    b = canonicalise(_noisy("071DJV5JI898NB2L04000VTAES000075", "0081023855e007", "0081e0077a", 7))
+    assert a == b
+    held = a[1]
+    assert held["userData"]["note"] == "call <call-1> transferred"
+    assert held["userData"]["file"] == "<call-1>_rec"
+    assert held["extensions"] == {"WrapUpTime": 0}  # a setting, not a clock reading: kept
+    assert "startedTime" not in held["call"] and "holdDuration" not in held["call"]
+    assert held["call"]["otherConnId"] == "<conn-?>"
+
+
+def test_a_short_value_is_not_renamed_inside_other_strings() -> None:
+    docs = [{"call": {"id": "AB12"}}, {"userData": {"note": "AB12345678 and AB12"}}]
+    assert canonicalise(docs)[1]["userData"]["note"] == "AB12345678 and AB12"
