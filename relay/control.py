@@ -6,7 +6,8 @@
                                        (``relay.html.model``: events summarised, in time order)
     GET  /_relay/static/{name}         the shared renderer (timeline.js, timeline.css)
     POST /_relay/release               step mode: release the next group ({"session": sid}
-                                       for one session; all sessions without a body)
+                                       for one session; all sessions without a body);
+                                       answers the sessions that had one to release
     POST /_relay/pause                 hold every notification
     POST /_relay/resume                go on at the recorded pace from now
     POST /_relay/speed                 {"speed": 2}
@@ -119,6 +120,8 @@ async def release_handler(request: web.Request) -> web.Response:
     replayer = request.app[REPLAYER]
     body = await _body(request)
     sid = body.get("session")
+    if sid is not None and not isinstance(sid, str):
+        return _json({"error": "'session' must be a session id (a string) or null"}, 400)
     if sid is not None and sid not in replayer.sessions:
         return _json({"error": f"no session {sid!r}"}, 404)
     return _json({"released": replayer.release_next(sid)})

@@ -126,6 +126,13 @@ def guarded(handler: Handler) -> Handler:
             raise
         except Exception as e:
             request.app[REPLAYER].log(f"internal error on {request.method} {request.path}: {e!r}")
+            if request.writer.output_size > 0:
+                # The response has begun (a WebSocket, a stream): another one written now
+                # would corrupt it. Drop the connection; aiohttp's write of this empty
+                # response then fails quietly.
+                if request.transport is not None:
+                    request.transport.close()
+                return web.StreamResponse()
             return _json_response(500, {"relay": "internal-error", "error": repr(e)})
 
     return guard

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import orjson
 from aiohttp import WSMsgType, hdrs, web
@@ -20,6 +21,9 @@ from relay.replay_state import (
     _json_response,
     client_origin,
 )
+
+#: A JSONP callback name (``a.b$c_1``): anything else would be script written into the answer.
+_JSONP_CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,63}", re.ASCII)
 
 
 def _bayeux_error(e: BayeuxError) -> web.Response:
@@ -82,11 +86,18 @@ def _pump_after_subscribe(replayer: Replayer, outcome: bx.Outcome) -> None:
         replayer.pump(replayer.sessions[client.owner])
 
 
-async def _wait_held(replayer: Replayer, outcome: bx.Outcome) -> list[bx.Message]:
-    """Hold a connect until an event, a disconnect, shutdown or the timeout; then answer."""
+async def _wait_held(
+    replayer: Replayer, outcome: bx.Outcome, request: web.Request | None = None
+) -> list[bx.Message] | None:
+    """Hold a connect until an event, a disconnect, shutdown or the timeout; then answer.
+
+    None when the long-poll ``request``'s connection closed meanwhile (aiohttp does not cancel
+    the handler): the client's queued events stay for its next connect."""
     client = outcome.client
     assert client is not None
     conn = replayer.conns.get(client.client_id)
+    # Events may have been queued since ``process`` decided to hold (``_after``'s touch can
+    # restart a looping scenario): then the connect is answered at once.
     if conn is not None and not replayer.closing:
         conn.wake.set()  # a previous held connect of this client ends now
         conn.wake = asyncio.Event()
@@ -96,10 +107,13 @@ async def _wait_held(replayer: Replayer, outcome: bx.Outcome) -> list[bx.Message
             # with thousands of desktops).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(replayer.bayeux.timeout_ms / 1000):
-                    await conn.wake.wait()
+                    if not client.queue:
+                        await conn.wake.wait()
         finally:
             conn.holding -= 1
             conn.last_seen = replayer.now()
+    if request is not None and (request.transport is None or request.transport.is_closing()):
+        return None
     gone = client.client_id not in replayer.bayeux.clients or replayer.closing
     replies = list(outcome.replies)
     replies[outcome.hold_index] = replayer.bayeux.end_held_connect(
@@ -112,8 +126,11 @@ async def bayeux_handler(request: web.Request) -> web.StreamResponse:
     replayer = request.app[REPLAYER]
     if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
         return await bayeux_websocket(request)
+    origin = client_origin(request)
     jsonp = request.query.get("jsonp")
     try:
+        if jsonp and not _JSONP_CALLBACK.fullmatch(jsonp):
+            raise BayeuxError("'jsonp' must be a callback name (letters, digits, _ $ .)")
         if request.method == "GET":
             raw = request.query.get("message")
             if raw is None:
@@ -126,16 +143,20 @@ async def bayeux_handler(request: web.Request) -> web.StreamResponse:
         outcome = replayer.bayeux.process(messages, transport=transport, owner=owner)
     except BayeuxError as e:
         return _bayeux_error(e)
-    origin = client_origin(request)
     _after(replayer, outcome, origin, None)
     _pump_after_subscribe(replayer, outcome)
-    payload = (
-        await _wait_held(replayer, outcome) if outcome.hold else outcome.events + outcome.replies
-    )
+    if outcome.hold:
+        payload = await _wait_held(replayer, outcome, request)
+        if payload is None:  # the client dropped this long-poll: nobody reads the answer
+            return web.Response(status=499)
+    else:
+        payload = outcome.events + outcome.replies
     body = replayer.rewrite(orjson.dumps(payload), origin)
     if jsonp:
         response = web.Response(
-            body=f"{jsonp}(".encode() + body + b");", content_type="text/javascript"
+            body=f"{jsonp}(".encode() + body + b");",
+            content_type="text/javascript",
+            headers={"X-Content-Type-Options": "nosniff"},
         )
     else:
         response = web.Response(body=body, content_type="application/json")
@@ -146,6 +167,7 @@ async def bayeux_handler(request: web.Request) -> web.StreamResponse:
 
 async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
     replayer = request.app[REPLAYER]
+    origin = client_origin(request)  # before the upgrade: a bad Host is still a 400
     ws = web.WebSocketResponse(autoping=True)
     # A desktop that handshakes over the WebSocket gets its session cookie from the upgrade
     # response (browsers keep it), so its REST requests find the same session.
@@ -155,7 +177,6 @@ async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
         ws.set_cookie(SESSION_COOKIE, reserved, path="/", httponly=True, samesite="Lax")
     await ws.prepare(request)
     replayer.sockets.add(ws)
-    origin = client_origin(request)
     out: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def writer() -> None:
@@ -165,10 +186,13 @@ async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
 
     async def held(outcome: bx.Outcome) -> None:
         payload = await _wait_held(replayer, outcome)
+        assert payload is not None  # only a long-poll request's connection can be gone
         out.put_nowait(replayer.rewrite(orjson.dumps(payload), origin))
 
     writing = asyncio.create_task(writer())
-    holding: asyncio.Task[None] | None = None
+    # Held connects (their tasks kept here until done). A newer connect of the same client
+    # wakes the older one (``_wait_held``), which then writes its reply, as over HTTP.
+    holding: set[asyncio.Task[None]] = set()
     mine: set[str] = set()
     try:
         async for frame in ws:
@@ -180,24 +204,28 @@ async def bayeux_websocket(request: web.Request) -> web.StreamResponse:
                 messages = bx.parse_messages(frame.data.encode())
                 owner, _ = _owner_for(replayer, request, messages, reserved)
                 outcome = replayer.bayeux.process(messages, transport="websocket", owner=owner)
+                _after(replayer, outcome, origin, out)
+                if outcome.client is not None:
+                    mine.add(outcome.client.client_id)
+                if outcome.hold:
+                    task = asyncio.create_task(held(outcome))
+                    holding.add(task)
+                    task.add_done_callback(holding.discard)
+                else:
+                    out.put_nowait(
+                        replayer.rewrite(orjson.dumps(outcome.events + outcome.replies), origin)
+                    )
+                _pump_after_subscribe(replayer, outcome)
             except BayeuxError as e:
                 await ws.close(code=1002, message=f"relay: {e}"[:120].encode())
                 break
-            _after(replayer, outcome, origin, out)
-            if outcome.client is not None:
-                mine.add(outcome.client.client_id)
-            if outcome.hold:
-                if holding is not None and not holding.done():
-                    holding.cancel()
-                holding = asyncio.create_task(held(outcome))
-            else:
-                out.put_nowait(
-                    replayer.rewrite(orjson.dumps(outcome.events + outcome.replies), origin)
-                )
-            _pump_after_subscribe(replayer, outcome)
+            except Exception as e:  # the socket is upgraded: no HTTP 500 can be sent on it
+                replayer.log(f"internal error on WebSocket {request.path}: {e!r}")
+                await ws.close(code=1011, message=b"relay: internal error")
+                break
     finally:
-        if holding is not None:
-            holding.cancel()
+        for task in list(holding):
+            task.cancel()
         writing.cancel()
         replayer.sockets.discard(ws)
         for cid in mine:

@@ -9,7 +9,7 @@ import difflib
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from relay.cassette import Asset, Body, Exchange, Request
 from relay.matching import describe_request, explain
@@ -47,11 +47,13 @@ _SKIP_RESPONSE_HEADERS = frozenset(
 
 async def _incoming(request: web.Request) -> Request:
     data = await request.read() if request.body_exists else b""
+    # The header as sent, None when absent (``request.content_type`` would say
+    # application/octet-stream): a JSON body without one is sniffed, as the recorder does.
     return Request(
         method=request.method,
         path=request.path,
         query=list(request.query.items()),
-        body=Body.from_bytes(data, request.content_type if data else None),
+        body=Body.from_bytes(data, request.headers.get(hdrs.CONTENT_TYPE) if data else None),
     )
 
 
@@ -173,7 +175,10 @@ async def rest_handler(request: web.Request) -> web.StreamResponse:
     session = replayer.by_cookie(request)
     new_cookie = False
     if session is None:
-        able = [s for s in replayer.live() if s.timeline.peek(incoming).ok]
+        # The session for which this request is the next step takes it; only when there is
+        # none, one that would answer it again (a repeat, a GET).
+        peeked = [(s, s.timeline.peek(incoming)) for s in replayer.live()]
+        able = [s for s, p in peeked if p.kind == "hit"] or [s for s, p in peeked if p.ok]
         if len(able) > 1:
             names = ", ".join(s.sid for s in able)
             return _json_response(

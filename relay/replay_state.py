@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,12 +176,15 @@ class Replayer:
     # -- presenter controls (the control API and the terminal call these)
 
     def release_next(self, sid: str | None = None) -> list[str]:
-        """Step mode: release the next group of notifications (of one session, or all)."""
+        """Step mode: release the next group of notifications (of one session, or all); the
+        sessions that had one to release (not those waiting for their desktop)."""
         chosen = [self.sessions[sid]] if sid else list(self.sessions.values())
+        released = []
         for session in chosen:
-            session.timeline.release_next()
-            self.pump(session)
-        return [s.sid for s in chosen]
+            if session.timeline.release_next():
+                released.append(session.sid)
+                self.pump(session)
+        return released
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -222,7 +226,8 @@ class Replayer:
         return self.sessions.get(sid) if sid else None
 
     def sweep(self) -> None:
-        """Forget Bayeux clients that went away without a disconnect (a closed laptop).
+        """Forget Bayeux clients that went away without a disconnect (a closed laptop), then
+        drop the sessions left idle without clients (``live``).
 
         Like a CometD server's ``maxInterval``: a client with no held connect, no WebSocket and
         no request for the long-poll timeout plus ``CLIENT_GRACE`` seconds is dropped.
@@ -237,6 +242,7 @@ class Replayer:
             if client is not None and client.owner in self.sessions:
                 self.sessions[client.owner].clients.discard(cid)
                 self.info(f"session {client.owner}: client {cid[:8]}… went away, forgotten")
+        self.live()
 
     def asset_for(self, path: str, query: list[tuple[str, str]]) -> Asset | None:
         """The recorded asset for a GET: same path and query (a redacted value matches any),
@@ -310,8 +316,20 @@ def session_cookie(header: str) -> str | None:
     return None
 
 
+#: A Host header the origin rewriting may paste into bodies: a name or an IPv4 or bracketed
+#: IPv6 address, with an optional port (nothing a JSON string or a script would need escaped).
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def client_origin(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    """The origin the client used; a 400 when its Host is not ``host[:port]``."""
+    host = request.host
+    if not _HOST.fullmatch(host):
+        report = {"relay": "bad-host", "error": f"Host {host!r} is not host[:port]"}
+        raise web.HTTPBadRequest(
+            text=orjson.dumps(report).decode(), content_type="application/json"
+        )
+    return f"{request.scheme}://{host}"
 
 
 REPLAYER = web.AppKey("replayer", Replayer)

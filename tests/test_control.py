@@ -209,3 +209,32 @@ async def test_enter_in_the_terminal_releases_the_next_group() -> None:
             await stdin.drain()
             replies = await asyncio.wait_for(held, 5)
             assert [m["data"]["call"]["state"] for m in replies if "data" in m] == ["Ringing"]
+
+
+async def test_a_release_while_the_desktop_must_act_says_nothing_was_released(
+    aiohttp_client: Any,
+) -> None:
+    client = await start(aiohttp_client, step=True)
+    cid = await desktop(client)
+    resp = await client.post("/_relay/release")
+    (s,) = (await status(client))["sessions"]
+    assert await resp.json() == {"released": [s["id"]]}
+    assert states(await collect(client, cid, 1)) == ["Ringing"]
+    for body in (None, {"session": s["id"]}):  # the desktop has to answer first
+        resp = await client.post("/_relay/release", json=body)
+        assert resp.status == 200
+        assert await resp.json() == {"released": []}
+    assert (await client.post(CALL, json=ANSWER)).status == 200
+    await nothing_comes(client, cid)  # those presses were not kept for the Established
+    assert (await status(client))["sessions"][0]["waiting_for"] == "presenter"
+
+
+async def test_release_with_a_session_that_is_not_a_string_is_a_400(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, step=True)
+    await desktop(client)
+    for bad in ([], {}, 5, True, ["s1"]):
+        resp = await client.post("/_relay/release", json={"session": bad})
+        assert resp.status == 400, bad
+        assert "session" in (await resp.json())["error"]
+    assert (await client.post("/_relay/release", json={"session": None})).status == 200
+    assert (await client.post("/_relay/release", json={"session": "nope"})).status == 404

@@ -31,7 +31,8 @@ def _release_on_enter(app: web.Application) -> None:
         if not sys.stdin.readline():  # end of input: no presenter at this terminal
             loop.remove_reader(fd)
             return
-        app[REPLAYER].release_next()
+        if not app[REPLAYER].release_next():
+            _echo("step: nothing to release now (the desktops have to act first)")
 
     # stdin may be nothing to wait on (a regular file): the control page still works then.
     with contextlib.suppress(OSError, ValueError, NotImplementedError):
