@@ -67,6 +67,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from relay.canon import canonicalise
 from relay.cassette import Body, Cassette, Exchange, Notification, Pairs, collector_paused
 from relay.diff_align import Pair, align
@@ -103,38 +105,80 @@ class Kind(StrEnum):
 
 
 _STATUS_PATH: Path = ("response", "status")
-_INDEX = re.compile(r"\[([^\]]*)\]")
+
+
+# A path segment: ``.name``, ``[0]`` or ``[*]``, or a quoted key ``["a.b"]`` (JSON string).
+_SEGMENT = re.compile(r'\.?([^.\[\]"]+)|\[(\d+|\*)\]|\[("(?:[^"\\]|\\.)*")\]')
+_PLAIN_KEY = re.compile(r'[^.\[\]"*]+')
+
+
+def _key(segment: str | int) -> str:
+    """One path segment as written in a rendered path or an ``--ignore`` pattern."""
+    if isinstance(segment, int):
+        return f"[{segment}]"
+    if _PLAIN_KEY.fullmatch(segment) and not segment.isdigit():
+        return "." + segment
+    return "[" + orjson.dumps(segment).decode() + "]"
 
 
 @dataclass(frozen=True, slots=True)
 class PathPattern:
-    """A dotted JSON path to ignore; ``*`` matches one segment, ``[0]`` is the same as ``.0``."""
+    """A dotted JSON path to ignore; ``*`` matches one segment, ``[0]`` is the same as ``.0``,
+    and a key with a dot, bracket, quote or star in it is written quoted: ``userData["a.b"]``."""
 
     segments: tuple[str, ...]
+    #: Which segments were quoted: those match their key literally, ``["*"]`` included.
+    literal: tuple[bool, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> PathPattern:
-        segments = tuple(_INDEX.sub(r".\1", text.strip()).split("."))
-        if any(not s for s in segments):
+        text = text.strip()
+        segments: list[str] = []
+        literal: list[bool] = []
+        at = 0
+        while at < len(text):
+            m = _SEGMENT.match(text, at)
+            if m is None or (m.group(1) is not None and at > 0 and text[at] != "."):
+                m = None
+            if m is None or (m.group(1) is not None and at == 0 and text[0] == "."):
+                raise DiffError(
+                    f"--ignore {text!r}: expected a dotted JSON path such as data.call.monitoring "
+                    "('*' matches one segment; quote a key with a dot: data.userData[\"a.b\"])"
+                )
+            plain, index, quoted = m.groups()
+            if quoted is not None:
+                segments.append(orjson.loads(quoted))
+                literal.append(True)
+            else:
+                segments.append(plain if plain is not None else index)
+                literal.append(False)
+            at = m.end()
+        if not segments:
             raise DiffError(
                 f"--ignore {text!r}: expected a dotted JSON path such as data.call.monitoring "
                 "('*' matches one segment)"
             )
-        return cls(segments)
+        return cls(tuple(segments), tuple(literal))
+
+    def _is(self, k: int, segment: str | int) -> bool:
+        p = self.segments[k]
+        if p == "*" and not (self.literal and self.literal[k]):
+            return True
+        return p == str(segment)
 
     def matches(self, path: Path) -> bool:
-        return len(path) == len(self.segments) and all(
-            p == "*" or p == str(s) for p, s in zip(self.segments, path, strict=True)
-        )
+        return len(path) == len(self.segments) and all(self._is(k, s) for k, s in enumerate(path))
 
     def reaches_below(self, path: Path) -> bool:
         """Whether this pattern could match something strictly inside ``path``."""
-        return len(self.segments) > len(path) and all(
-            p == "*" or p == str(s) for p, s in zip(self.segments, path, strict=False)
-        )
+        return len(self.segments) > len(path) and all(self._is(k, s) for k, s in enumerate(path))
 
     def __str__(self) -> str:
-        return ".".join(self.segments)
+        out = []
+        for k, p in enumerate(self.segments):
+            quoted = bool(self.literal) and self.literal[k]
+            out.append(("." + p) if p == "*" and not quoted else _key(p))
+        return "".join(out).removeprefix(".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,14 +672,10 @@ _Change = tuple[Kind, Path, JSON, JSON]
 
 
 def render_path(path: Path) -> str:
-    """``("data", "call", "participants", 0, "digits")`` -> ``data.call.participants[0].digits``."""
-    out = ""
-    for segment in path:
-        if isinstance(segment, int):
-            out += f"[{segment}]"
-        else:
-            out += f".{segment}" if out else segment
-    return out
+    """``("data", "call", "participants", 0, "digits")`` -> ``data.call.participants[0].digits``;
+    a key that is not a plain name is quoted: ``("data", "userData", "a.b")`` ->
+    ``data.userData["a.b"]`` (``--ignore`` reads the same form)."""
+    return "".join(_key(segment) for segment in path).removeprefix(".")
 
 
 def compare(a: JSON, b: JSON, path: Path = ()) -> list[_Change]:

@@ -8,7 +8,7 @@ from test_diff import CONSULT, FIRST, cassette, exchange, notification, scenario
 from test_diff_html import bands
 
 from relay import cassette as cm
-from relay.diff import DiffOptions, Kind, diff, steps_of
+from relay.diff import DiffOptions, Kind, PathPattern, diff, steps_of
 from relay.diff_html import page
 from relay.diff_render import render_text
 
@@ -120,3 +120,30 @@ def test_only_keeps_working_with_renaming() -> None:
     b = [*events, *dial("x9", 32_000, "n9")]
     options = DiffOptions(only=frozenset({"CompleteTransfer"}))
     assert diff(cassette(events), cassette(b), options).equivalent
+
+
+def test_a_key_with_a_dot_is_quoted_and_can_be_ignored() -> None:
+    events = scenario()
+
+    def with_data(data: dict[str, object]) -> list[cm.Event]:
+        n = notification("n2", 10_100, "Established", cause="x1")
+        n.message["data"]["userData"] = data
+        return [n if e.id == "n2" else e for e in events]
+
+    a, b = with_data({"a.b": 1, "a": {"b": 1}}), with_data({"a.b": 2, "a": {"b": 1}})
+    (finding,) = diff(cassette(a), cassette(b)).findings
+    assert finding.path == 'data.userData["a.b"]'
+    nested = diff(cassette(with_data({"a": {"b": 1}})), cassette(with_data({"a": {"b": 2}})))
+    assert [f.path for f in nested.findings] == ["data.userData.a.b"]
+    ignore = (PathPattern.parse('data.userData["a.b"]'),)
+    assert str(ignore[0]) == 'data.userData["a.b"]'
+    assert diff(cassette(a), cassette(b), DiffOptions(ignore=ignore)).equivalent
+    assert not diff(
+        cassette(a), cassette(b), DiffOptions(ignore=(PathPattern.parse("data.userData.a.b"),))
+    ).equivalent
+    star = PathPattern.parse('x["*"].y')
+    assert star.matches(("x", "*", "y")) and not star.matches(("x", "z", "y"))
+    assert (
+        str(PathPattern.parse("data.call.participants[*].digits"))
+        == "data.call.participants.*.digits"
+    )

@@ -28,7 +28,7 @@ from relay.errors import RelayError
     multiple=True,
     metavar="PATH",
     help="Drop this dotted JSON path before comparing, e.g. data.call.monitoring "
-    "('*' matches one segment). Repeatable.",
+    "('*' matches one segment; a key with a dot is quoted: data.userData[\"a.b\"]). Repeatable.",
 )
 @click.option(
     "--keep-numbers",
@@ -76,7 +76,8 @@ def diff(
     if fmt == "json":
         click.echo(render_json(result), nl=False)
     elif fmt == "html":
-        steps_a, steps_b = core.steps_of(cassette_a, options), core.steps_of(cassette_b, options)
+        steps_a = core.steps_of(cassette_a, options)
+        steps_b = core.named_like(steps_a, core.steps_of(cassette_b, options))
         titles = {"a_title": cassette_a.meta.title, "b_title": cassette_b.meta.title}
         click.echo(render_html(result, steps_a, steps_b, a_name=a, b_name=b, **titles), nl=False)
     else:
