@@ -374,3 +374,47 @@ def test_a_difference_too_deep_for_json_is_still_described() -> None:
     text = Difference("operationName", "Answer", deep).describe()
     assert text.startswith("operationName: recorded 'Answer', got [[[")
     assert len(text) < 200
+
+
+# --- what the recorder redacts beyond JSON, forms and queries -------------------------------
+
+
+def _recorded(original: Any) -> Any:
+    return redact.redact_request(original, redact.DEFAULT_RULES, redact.Placeholders())
+
+
+def test_a_redacted_jsessionid_path_parameter_matches_any_session() -> None:
+    original = request(path=CALL + ";jsessionid=node0abc123", json={"operationName": "Answer"})
+    recorded = _recorded(original)
+    assert "node0abc123" not in recorded.path
+    assert compare(original, recorded) == ()
+    other_session = request(path=CALL + ";jsessionid=node0zzz", json={"operationName": "Answer"})
+    assert compare(other_session, recorded) == ()
+    assert wheres(
+        request(path=CONSULT + ";jsessionid=x", json={"operationName": "Answer"}), recorded
+    ) == ["path"]
+
+
+@pytest.mark.parametrize("prefix", ["", "\ufeff"])
+def test_json_sent_as_text_matches_its_redacted_recording(prefix: str) -> None:
+    text = prefix + '{"operationName": "Login", "password": "s3cret"}'
+    original = request(headers=[("Content-Type", "text/plain;charset=UTF-8")], text=text)
+    recorded = _recorded(original)
+    assert recorded.body is not None and "s3cret" not in str(recorded.body.value)
+    assert compare(original, recorded) == ()
+    other = text.replace("Login", "Logout")
+    assert wheres(request(text=other), recorded) == ["operationName"]
+
+
+def test_a_redacted_multipart_field_matches_any_value_of_it() -> None:
+    form = (
+        '--b\r\nContent-Disposition: form-data; name="user"\r\n\r\nbob\r\n'
+        '--b\r\nContent-Disposition: form-data; name="password"\r\n\r\n{pw}\r\n--b--\r\n'
+    )
+    headers = [("Content-Type", "multipart/form-data; boundary=b")]
+    original = request(headers=headers, text=form.format(pw="s3cret"))
+    recorded = _recorded(original)
+    assert recorded.body is not None and "s3cret" not in str(recorded.body.value)
+    assert compare(original, recorded) == ()
+    assert compare(request(headers=headers, text=form.format(pw="other")), recorded) == ()
+    assert wheres(request(headers=headers, text=form.replace("bob", "eve")), recorded) == ["body"]
