@@ -22,9 +22,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 
-#: Differences (insertions + deletions) past which Myers gives way to difflib.
+#: The work Myers may do, in (length of A + length of B) x differences, before giving way to
+#: patience anchoring: about a second in CPython. Below it the alignment is a true LCS.
+MAX_WORK = 20_000_000
+#: Differences Myers is always allowed, however long the inputs.
 MAX_EDITS = 400
 
 _Opcode = tuple[str, int, int, int, int]
@@ -43,33 +45,42 @@ class Pair:
 def _myers(
     a: Sequence[Hashable], b: Sequence[Hashable], max_d: int
 ) -> list[tuple[int, int]] | None:
-    """The matched (i, j) of a longest common subsequence, or None past ``max_d`` edits."""
+    """The matched (i, j) of a longest common subsequence, or None past ``max_d`` edits.
+
+    ``v[k + off]`` is the furthest x on diagonal k; each round keeps a copy of the diagonals it
+    could reach (-d-1 .. d+1), so memory is O(D^2) and time O((N + M) D)."""
     n, m = len(a), len(b)
-    v: dict[int, int] = {1: 0}
-    trace: list[dict[int, int]] = []
-    for d in range(min(max_d, n + m) + 1):
-        trace.append(dict(v))
+    max_d = min(max_d, n + m)
+    off = max_d + 1
+    v = [0] * (2 * max_d + 3)
+    trace: list[list[int]] = []
+    for d in range(max_d + 1):
+        trace.append(v[off - d - 1 : off + d + 2])
         for k in range(-d, d + 1, 2):
-            x = v[k + 1] if k == -d or (k != d and v[k - 1] < v[k + 1]) else v[k - 1] + 1
+            if k == -d or (k != d and v[off + k - 1] < v[off + k + 1]):
+                x = v[off + k + 1]
+            else:
+                x = v[off + k - 1] + 1
             y = x - k
             while x < n and y < m and a[x] == b[y]:
                 x += 1
                 y += 1
-            v[k] = x
+            v[off + k] = x
             if x >= n and y >= m:
                 return _backtrack(trace, n, m)
     return None
 
 
-def _backtrack(trace: list[dict[int, int]], n: int, m: int) -> list[tuple[int, int]]:
+def _backtrack(trace: list[list[int]], n: int, m: int) -> list[tuple[int, int]]:
     matches: list[tuple[int, int]] = []
     x, y = n, m
     for d in range(len(trace) - 1, -1, -1):
-        v = trace[d]
+        v = trace[d]  # diagonals -d-1 .. d+1 at the start of round d: index k + d + 1
         k = x - y
-        prev_k = k + 1 if k == -d or (k != d and v[k - 1] < v[k + 1]) else k - 1
-        prev_x = v[prev_k]
-        prev_y = prev_x - prev_k
+        up = k == -d or (k != d and v[k + d] < v[k + d + 2])
+        prev_k = k + 1 if up else k - 1
+        prev_x = v[prev_k + d + 1] if d > 0 else 0
+        prev_y = prev_x - prev_k if d > 0 else 0
         while x > prev_x and y > prev_y:
             x, y = x - 1, y - 1
             matches.append((x, y))
@@ -78,13 +89,59 @@ def _backtrack(trace: list[dict[int, int]], n: int, m: int) -> list[tuple[int, i
     return matches
 
 
-def _difflib(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
-    matcher = SequenceMatcher(None, list(a), list(b), autojunk=False)
-    return [(i + t, j + t) for i, j, size in matcher.get_matching_blocks() for t in range(size)]
+def _patience(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
+    """Matches for inputs too different for Myers within ``MAX_WORK``: the keys that occur once
+    in each are anchors (their longest increasing run, as patience diff), and the stretches
+    between anchors are aligned again (Myers when small enough). Without anchors nothing is
+    matched: the caller pairs what is left by relaxed key, in order. Not always a longest
+    common subsequence, but near linear."""
+    count_a: dict[Hashable, int] = {}
+    for key in a:
+        count_a[key] = count_a.get(key, 0) + 1
+    where_b: dict[Hashable, int] = {}
+    count_b: dict[Hashable, int] = {}
+    for j, key in enumerate(b):
+        count_b[key] = count_b.get(key, 0) + 1
+        where_b[key] = j
+    candidates = [
+        (i, where_b[key]) for i, key in enumerate(a) if count_a[key] == 1 and count_b.get(key) == 1
+    ]
+    if not candidates:
+        return []
+    # Longest increasing subsequence of the b positions (patience sorting).
+    tails: list[int] = []  # index into candidates of the smallest tail of each length
+    back: list[int] = [-1] * len(candidates)
+    for c, (_, j) in enumerate(candidates):
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if candidates[tails[mid]][1] < j:
+                lo = mid + 1
+            else:
+                hi = mid
+        back[c] = tails[lo - 1] if lo else -1
+        if lo == len(tails):
+            tails.append(c)
+        else:
+            tails[lo] = c
+    anchors: list[tuple[int, int]] = []
+    c = tails[-1]
+    while c != -1:
+        anchors.append(candidates[c])
+        c = back[c]
+    anchors.reverse()
+    out: list[tuple[int, int]] = []
+    i0 = j0 = 0
+    for i, j in [*anchors, (len(a), len(b))]:
+        out.extend((i0 + x, j0 + y) for x, y in _lcs(a[i0:i], b[j0:j]))
+        if i < len(a):
+            out.append((i, j))
+        i0, j0 = i + 1, j + 1
+    return out
 
 
-def opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[_Opcode]:
-    """difflib-style opcodes (equal, replace, delete, insert) of an LCS alignment."""
+def _lcs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
+    """Matched positions: a longest common subsequence when Myers can afford it."""
     n, m = len(a), len(b)
     lo = 0
     while lo < n and lo < m and a[lo] == b[lo]:
@@ -93,12 +150,21 @@ def opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[_Opcode]:
     while hi < n - lo and hi < m - lo and a[n - 1 - hi] == b[m - 1 - hi]:
         hi += 1
     mid_a, mid_b = a[lo : n - hi], b[lo : m - hi]
-    middle = _myers(mid_a, mid_b, MAX_EDITS) if mid_a and mid_b else []
-    if middle is None:
-        middle = _difflib(mid_a, mid_b)
+    middle: list[tuple[int, int]] = []
+    if mid_a and mid_b:
+        budget = max(MAX_EDITS, MAX_WORK // (len(mid_a) + len(mid_b)))
+        found = _myers(mid_a, mid_b, budget)
+        middle = found if found is not None else _patience(mid_a, mid_b)
     matches = [(t, t) for t in range(lo)]
     matches += [(i + lo, j + lo) for i, j in middle]
     matches += [(n - hi + t, m - hi + t) for t in range(hi)]
+    return matches
+
+
+def opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[_Opcode]:
+    """difflib-style opcodes (equal, replace, delete, insert) of an LCS alignment."""
+    n, m = len(a), len(b)
+    matches = _lcs(a, b)
     ops: list[_Opcode] = []
     i = j = 0
     for mi, mj in [*matches, (n, m)]:

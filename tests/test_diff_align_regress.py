@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from test_diff import CONSULT, FIRST, cassette, exchange, notification, scenario
 from test_diff_html import bands
 
 from relay import cassette as cm
+from relay import diff_align
 from relay.diff import DiffOptions, Kind, PathPattern, diff, steps_of
 from relay.diff_html import page
 from relay.diff_render import render_text
@@ -147,3 +149,36 @@ def test_a_key_with_a_dot_is_quoted_and_can_be_ignored() -> None:
         str(PathPattern.parse("data.call.participants[*].digits"))
         == "data.call.participants.*.digits"
     )
+
+
+def test_dropping_every_fourth_of_5000_look_alike_notifications_is_fast() -> None:
+    # Past a few hundred edits the old fallback (difflib) was near O(N M) on repetitive keys.
+    calls = [f"CALL{k:012d}" for k in range(5000)]
+    notes = [
+        notification(f"n{k}", 10_100 + k, ("Ringing", "Established")[k % 2], c, cause="x1")
+        for k, c in enumerate(calls)
+    ]
+    a = [exchange("x1", 10_000, "Answer"), *notes]
+    b = [a[0], *(n for k, n in enumerate(notes) if k % 4)]
+    started = time.perf_counter()
+    result = diff(cassette(a), cassette(b))
+    elapsed = time.perf_counter() - started
+    assert [f.kind for f in result.findings] == [Kind.NOTIFICATION_MISSING] * 1250
+    assert elapsed < 6, elapsed
+
+
+def test_past_the_work_budget_alignment_stays_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(diff_align, "MAX_WORK", 0)
+    monkeypatch.setattr(diff_align, "MAX_EDITS", 1)
+    a = [f"u{k}" if k % 3 == 0 else f"r{k % 5}" for k in range(300)]
+    b = [f"u{k}" if k % 3 == 0 else f"r{k % 7}" for k in range(0, 300, 2)] + ["u0", "x"]
+    i = j = 0
+    for tag, i1, i2, j1, j2 in diff_align.opcodes(a, b):
+        assert (i1, j1) == (i, j)
+        if tag == "equal":
+            assert a[i1:i2] == b[j1:j2]
+        i, j = i2, j2
+    assert (i, j) == (len(a), len(b))
+    pairs = diff_align.align(a, b, a, b)
+    assert sorted(p.a for p in pairs if p.a is not None) == list(range(len(a)))
+    assert sorted(p.b for p in pairs if p.b is not None) == list(range(len(b)))
