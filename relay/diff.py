@@ -61,6 +61,7 @@ capabilities the name counts too, so that one flapping capability does not hide 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -259,6 +260,8 @@ class Note:
     relaxed: tuple[Hashable, ...]
     label: str
     doc: JSON
+    #: ``key`` blind to which call (``<call-N>`` as ``<call>``), for ``named_like``.
+    blind: tuple[Hashable, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +280,9 @@ class Step:
     #: The desktop's name and the label's prefix (``[name] `` when the cassette has several).
     desktop: str = ""
     prefix: str = ""
+    #: ``key`` and ``middle`` blind to which call, for ``named_like``.
+    blind: tuple[Hashable, ...] = ()
+    blind_middle: tuple[Hashable, ...] = ()
 
     def summary(self) -> dict[str, JSON]:
         return {"exchange": self.exchange, "notifications": [n.label for n in self.notes]}
@@ -440,7 +446,7 @@ def _notes(docs: list[JSON]) -> tuple[Note, ...]:
         parts.append((key, label or "notification", doc))
     labels = _numbered([label for _, label, _ in parts])
     return tuple(
-        Note(key=key, relaxed=key[:3] + key[4:], label=label, doc=doc)
+        Note(key=key, relaxed=key[:3] + key[4:], label=label, doc=doc, blind=_blind_key(key))
         for (key, _, doc), label in zip(parts, labels, strict=True)
     )
 
@@ -486,12 +492,17 @@ def _step(
         op = json_at(exchange, "request", "body", "operationName")
         status = json_at(exchange, "response", "status")
         middle: tuple[Hashable, ...] = ("exchange", desktop, _h(method), _h(path), _h(op))
-        key: tuple[Hashable, ...] = (*middle, _h(status), _h(json_at(exchange, "error")), note_keys)
+        answer = (_h(status), _h(json_at(exchange, "error")))
+        key: tuple[Hashable, ...] = (*middle, *answer, note_keys)
+        blind_middle = _blind_key(middle)
+        blind: tuple[Hashable, ...] = (*blind_middle, *answer, tuple(n.blind for n in notes))
         relaxed: tuple[Hashable, ...] = ("exchange", desktop, _h(method), _h(op))
         label = " ".join(str(v) for v in (op, method, path) if v is not None) or "exchange"
     else:
         middle = ("unsolicited", desktop, notes[0].key if notes else None)
         key = (*middle, note_keys)
+        blind_middle = ("unsolicited", desktop, notes[0].blind if notes else None)
+        blind = (*blind_middle, tuple(n.blind for n in notes))
         relaxed = ("unsolicited", desktop)
         label = "unsolicited"
     return Step(
@@ -504,6 +515,8 @@ def _step(
         middle=middle,
         desktop=desktop,
         prefix=prefix,
+        blind=blind,
+        blind_middle=blind_middle,
     )
 
 
@@ -520,16 +533,22 @@ def _numbered_steps(steps: list[Step]) -> list[Step]:
 _TOKEN = re.compile(r"<([a-z]+)-(\d+)>")
 
 
-def _blind(value: Hashable, memo: dict[Hashable, Hashable]) -> Hashable:
+@functools.lru_cache(maxsize=65536)
+def _blind_str(value: str) -> str:
+    return _TOKEN.sub(r"<\1>", value)
+
+
+def _blind(value: Hashable) -> Hashable:
     """A key part with every ``<kind-N>`` made ``<kind>``: keys that ignore which call."""
     if isinstance(value, str):
-        return _TOKEN.sub(r"<\1>", value) if "<" in value else value
+        return _blind_str(value) if "<" in value else value
     if isinstance(value, tuple):
-        done = memo.get(value)
-        if done is None:
-            done = memo[value] = tuple(_blind(v, memo) for v in value)
-        return done
+        return tuple(_blind(v) for v in value)
     return value
+
+
+def _blind_key(key: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+    return tuple(_blind(v) for v in key)
 
 
 def _tokens(doc: JSON, out: list[str]) -> None:
@@ -590,14 +609,13 @@ def named_like(a: Sequence[Step], b: Sequence[Step]) -> list[Step]:
     A has another token in a matched pair (same JSON path) takes A's name, the first such
     correspondence winning. B's other tokens (ids A never had) are numbered past A's highest
     number of their kind, so that they cannot collide with a name of A."""
-    memo: dict[Hashable, Hashable] = {}
     pairs = align(
-        [_blind(s.key, memo) for s in a],
-        [_blind(s.key, memo) for s in b],
-        [_blind(s.relaxed, memo) for s in a],
-        [_blind(s.relaxed, memo) for s in b],
-        [_blind(s.middle, memo) for s in a],
-        [_blind(s.middle, memo) for s in b],
+        [s.blind for s in a],
+        [s.blind for s in b],
+        [s.relaxed for s in a],  # method and operation only: no names in it
+        [s.relaxed for s in b],
+        [s.blind_middle for s in a],
+        [s.blind_middle for s in b],
     )
     matched: list[tuple[JSON, JSON]] = []
     for p in pairs:
@@ -609,10 +627,10 @@ def named_like(a: Sequence[Step], b: Sequence[Step]) -> list[Step]:
             matched.extend((n.doc, n.doc) for n in sa.notes)
             continue
         note_pairs = align(
-            [_blind(n.key, memo) for n in sa.notes],
-            [_blind(n.key, memo) for n in sb.notes],
-            [_blind(n.relaxed, memo) for n in sa.notes],
-            [_blind(n.relaxed, memo) for n in sb.notes],
+            [n.blind for n in sa.notes],
+            [n.blind for n in sb.notes],
+            [_blind_key(n.relaxed) for n in sa.notes],
+            [_blind_key(n.relaxed) for n in sb.notes],
         )
         matched.extend(
             (sa.notes[q.a].doc, sb.notes[q.b].doc)
