@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections import Counter
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -606,9 +607,10 @@ def named_like(a: Sequence[Step], b: Sequence[Step]) -> list[Step]:
     Each cassette numbers its ids by first appearance, so one extra call early in B (a Dial)
     would shift every later ``<call-N>`` of B. The steps and, within matched steps, the
     notifications are aligned first on keys blind to these names; a token of B standing where
-    A has another token in a matched pair (same JSON path) takes A's name, the first such
-    correspondence winning. B's other tokens (ids A never had) are numbered past A's highest
-    number of their kind, so that they cannot collide with a name of A."""
+    A has another token in a matched pair (same JSON path) takes A's name (see ``_table``; of
+    the readings tried, the one giving the fewest findings is kept). B's other tokens (ids A
+    never had) are numbered past A's highest number of their kind, so that they cannot collide
+    with a name of A."""
     pairs = align(
         [s.blind for s in a],
         [s.blind for s in b],
@@ -645,22 +647,91 @@ def named_like(a: Sequence[Step], b: Sequence[Step]) -> list[Step]:
     found.clear()
     for x, y in matched:
         _correspond(x, y, found, False)
-    table: dict[str, str] = {}
-    taken: set[str] = set()
-    for ta, tb in found:
-        if tb not in table and ta not in taken and _token_kind(ta) == _token_kind(tb):
-            table[tb] = ta
-            taken.add(ta)
-    in_b: list[str] = []
-    for s in b:
-        _tokens(s.exchange, in_b)
-        for n in s.notes:
-            _tokens(n.doc, in_b)
     in_a: list[str] = []
     for s in a:
         _tokens(s.exchange, in_a)
         for n in s.notes:
             _tokens(n.doc, in_a)
+    in_b: list[str] = []
+    for s in b:
+        _tokens(s.exchange, in_b)
+        for n in s.notes:
+            _tokens(n.doc, in_b)
+    # Which of 50 look-alike notifications is the missing one is arbitrary to an LCS on blind
+    # keys, so the pairs it gives can be off by one. Two readings: the first correspondence
+    # seen wins, or the one seen most often (the rest of the recording outvotes a run aligned
+    # off by one). B's own naming is the third candidate. Kept: the one under which most of
+    # B's keys and pairs of keys in a row are also A's (``_scored_keys``), counted as
+    # multisets, so without aligning again (ties: in this order).
+    a_keys = Counter(_scored_keys(a, None))
+    best: dict[str, str] | None = None
+    score = _overlap(a_keys, Counter(_scored_keys(b, None)))
+    for by_votes in (False, True):
+        table = _table(found, by_votes, in_a, in_b)
+        here = _overlap(a_keys, Counter(_scored_keys(b, table)))
+        if here > score:
+            best, score = table, here
+    if best is None:
+        return list(b)
+    renamed = [
+        _step(
+            s.desktop,
+            s.prefix,
+            s.operation,
+            _rename(s.exchange, best),
+            [_rename(n.doc, best) for n in s.notes],
+        )
+        for s in b
+    ]
+    return _numbered_steps(renamed)
+
+
+def _scored_keys(steps: Sequence[Step], table: dict[str, str] | None) -> Iterator[Hashable]:
+    """The keys ``named_like`` scores a naming by, renamed through ``table``: each step's
+    (method, path, operation) and notification key, and each two in a row (so that the order
+    counts: calls that all go through the same states are told apart by what follows what)."""
+    previous: Hashable = None
+    for s in steps:
+        for key in (s.middle, *(n.key for n in s.notes)):
+            current = _renamed_key(key, table)
+            yield current
+            yield (previous, current)
+            previous = current
+
+
+def _renamed_key(key: tuple[Hashable, ...], table: dict[str, str] | None) -> Hashable:
+    if table is None:
+        return key
+    return tuple(
+        _TOKEN.sub(lambda m: table.get(m.group(0), m.group(0)), v)
+        if isinstance(v, str) and "<" in v
+        else v
+        for v in key
+    )
+
+
+def _overlap(a: Counter[Hashable], b: Counter[Hashable]) -> int:
+    return sum((a & b).values())
+
+
+def _table(
+    found: list[tuple[str, str]], by_votes: bool, in_a: list[str], in_b: list[str]
+) -> dict[str, str]:
+    """B's token -> its new name, from the (A, B) correspondences ``found`` in order: first
+    seen wins, or most often seen (then first seen); each A name is taken once; B's other
+    tokens are numbered past A's highest number of their kind."""
+    order: Sequence[tuple[str, str]] = found
+    if by_votes:
+        votes: dict[tuple[str, str], int] = {}
+        for pair in found:
+            votes[pair] = votes.get(pair, 0) + 1
+        order = sorted(votes, key=lambda pair: -votes[pair])  # stable: first seen among equals
+    table: dict[str, str] = {}
+    taken: set[str] = set()
+    for ta, tb in order:
+        if tb not in table and ta not in taken and _token_kind(ta) == _token_kind(tb):
+            table[tb] = ta
+            taken.add(ta)
     highest: dict[str, int] = {}
     for t in (*in_a, *table.values()):
         m = _TOKEN.fullmatch(t)
@@ -671,17 +742,7 @@ def named_like(a: Sequence[Step], b: Sequence[Step]) -> list[Step]:
             kind = _token_kind(t)
             highest[kind] = highest.get(kind, 0) + 1
             table[t] = f"<{kind}-{highest[kind]}>"
-    renamed = [
-        _step(
-            s.desktop,
-            s.prefix,
-            s.operation,
-            _rename(s.exchange, table),
-            [_rename(n.doc, table) for n in s.notes],
-        )
-        for s in b
-    ]
-    return _numbered_steps(renamed)
+    return table
 
 
 # --- comparison -----------------------------------------------------------------------------

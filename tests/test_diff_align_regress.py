@@ -182,3 +182,28 @@ def test_past_the_work_budget_alignment_stays_consistent(monkeypatch: pytest.Mon
     pairs = diff_align.align(a, b, a, b)
     assert sorted(p.a for p in pairs if p.a is not None) == list(range(len(a)))
     assert sorted(p.b for p in pairs if p.b is not None) == list(range(len(b)))
+
+
+def _cycling(n: int) -> list[cm.Event]:
+    """One step with ``n`` notifications about 50 calls, all going through the same states."""
+    states = ("Established", "Held", "Retrieved")
+    return [
+        exchange("x1", 10_000, "Answer"),
+        *(
+            notification(
+                f"n{k}", 10_100 + k, states[(k // 50) % 3], f"CYCLE0000000{k % 50:04d}", cause="x1"
+            )
+            for k in range(n)
+        ),
+    ]
+
+
+def test_dropping_the_first_of_look_alike_notifications_renames_by_the_majority() -> None:
+    # Without the first notification, B numbers the 50 calls rotated by one; an LCS on keys
+    # blind to the call cannot tell which Established went missing.
+    a = _cycling(1500)
+    result = diff(cassette(a), cassette([a[0], *a[2:]]))
+    assert [f.kind for f in result.findings] == [Kind.NOTIFICATION_MISSING]
+    # Dropping a later one keeps B's own numbering, which must win then.
+    result = diff(cassette(a), cassette([e for e in a if e.id != "n777"]))
+    assert [f.kind for f in result.findings] == [Kind.NOTIFICATION_MISSING]
