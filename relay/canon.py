@@ -279,8 +279,10 @@ class _Walker:
                 out[k] = self.obj(v, k)
             elif kind is list:
                 out[k] = self.array(v, k, key)
-            elif code == _PLAIN and (kind is not str or len(v) < 8):
-                out[k] = v  # the common case, kept fast: most values are plain and short
+            elif code == _PLAIN and (kind is not str or len(v) < 8 or not _DIGIT.search(v)):
+                # The common case, kept fast: a plain value that cannot be a time or an id
+                # (both need a digit) is kept as it is.
+                out[k] = v
             else:
                 out[k] = self.scalar(v, rule, key, out, k)
         return out
@@ -289,8 +291,11 @@ class _Walker:
         # Elements keep the list's key: `"calls": [{"id": ..}]` is a list of calls.
         out: list[JSON] = []
         rule = _rule(key) if key is not None else (_PLAIN, "", False)
+        plain = rule[0] == _PLAIN
         for v in value:
-            if isinstance(v, dict):
+            if plain and type(v) is str and (len(v) < 8 or not _DIGIT.search(v)):
+                out.append(v)  # capability names and the like: nothing to rename
+            elif isinstance(v, dict):
                 out.append(self.obj(v, key))
             elif isinstance(v, list):
                 out.append(self.array(v, key, parent))
