@@ -275,3 +275,13 @@ def test_cli_show_in_a_real_process(tmp_path: Path) -> None:
     assert (
         failed.stderr == f"Error: {bad}: not a cassette: the top level is a list, not an object\n"
     )
+
+
+def test_show_and_diff_leave_the_garbage_collector_as_they_found_it() -> None:
+    import gc
+
+    assert gc.isenabled()
+    assert CliRunner().invoke(main, ["show", str(TWO_STEP)]).exit_code == 0
+    assert gc.isenabled()
+    assert CliRunner().invoke(main, ["diff", str(TWO_STEP), str(TWO_STEP)]).exit_code == 0
+    assert gc.isenabled()

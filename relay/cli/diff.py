@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from relay import diff as core
-from relay.cli.common import UserError, load_cassette
+from relay.cli.common import UserError, load_cassette, pause_collector
 from relay.diff_html import page as render_html
 from relay.diff_render import render_json, render_text
 from relay.errors import RelayError
@@ -62,6 +62,7 @@ def diff(
 
     Exit status: 0 when equivalent, 1 when different, 2 on error.
     """
+    pause_collector()
     try:
         options = core.DiffOptions(
             ignore=tuple(core.PathPattern.parse(p) for p in ignore),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from relay.cassette import write_atomic
-from relay.cli.common import UserError, load_cassette, output_directory
+from relay.cli.common import UserError, load_cassette, output_directory, pause_collector
 from relay.html import page
 from relay.show import render
 
@@ -21,6 +21,7 @@ from relay.show import render
 )
 def show(cassette_path: str, html_path: str | None) -> None:
     """Print CASSETTE: a header, then one line per exchange and notification in time order."""
+    pause_collector()
     if html_path is not None:
         output_directory(html_path)
     cassette = load_cassette(cassette_path)
