@@ -65,11 +65,17 @@ def _after(
         conn = replayer.conns[client.client_id]
         conn.origin = origin
         conn.last_seen = replayer.now()
+        back = conn.gone or conn.dropped  # it came back (a network blip): it counts again
+        if back:
+            conn.gone = False
+            conn.held_transport = None
         if ws is not None:
             conn.ws_out = ws
         owning = replayer.sessions.get(client.owner)
         if owning is not None:
             replayer.touch(owning)
+            if back:
+                replayer.pump(owning)  # what waited for a subscriber may go to it now
     if outcome.disconnected is not None:
         c = outcome.disconnected
         released = replayer.conns.pop(c.client_id, None)
@@ -102,6 +108,7 @@ async def _wait_held(
         conn.wake.set()  # a previous held connect of this client ends now
         conn.wake = asyncio.Event()
         conn.holding += 1
+        conn.held_transport = None if request is None else request.transport
         try:
             # asyncio.timeout, not wait_for: no extra task per held connect (a hot spot
             # with thousands of desktops).
@@ -111,6 +118,8 @@ async def _wait_held(
                         await conn.wake.wait()
         finally:
             conn.holding -= 1
+            if not conn.holding:
+                conn.held_transport = None
             conn.last_seen = replayer.now()
     if request is not None and (request.transport is None or request.transport.is_closing()):
         return None

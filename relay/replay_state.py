@@ -58,6 +58,17 @@ class ClientConn:
     ws_out: asyncio.Queue[bytes] | None = None
     last_seen: float = 0.0
     holding: int = 0  # connects of this client being held now
+    #: The connection of the long-poll held now (None over WebSocket or between polls).
+    held_transport: asyncio.BaseTransport | None = None
+    #: It dropped a held long-poll and has not connected since (see Replayer._live_clients).
+    gone: bool = False
+
+    @property
+    def dropped(self) -> bool:
+        """Its held long-poll's connection is closed: the page went away (a reload, a closed
+        tab). aiohttp does not cancel the handler, so only the transport says so."""
+        t = self.held_transport
+        return self.holding > 0 and t is not None and t.is_closing()
 
 
 @dataclass(slots=True)
@@ -265,7 +276,7 @@ class Replayer:
             session.timer = None
         if self.closing:
             return
-        clients = [self.bayeux.clients[c] for c in session.clients if c in self.bayeux.clients]
+        clients = self._live_clients(session)
         release = session.timeline.due(
             self.now(), lambda n: any(c.subscribed_to(n.channel) for c in clients)
         )
@@ -279,6 +290,26 @@ class Replayer:
         if release.wake_at is not None:
             loop = asyncio.get_running_loop()
             session.timer = loop.call_at(release.wake_at, self.pump, session)
+
+    def _live_clients(self, session: Session) -> list[bx.Client]:
+        """The session's clients that can receive: not those whose held long-poll was dropped
+        (a reload, a closed tab) and that have not connected again since. Their subscriptions
+        must not make a notification due: it would wait in a queue nobody reads while the page
+        that replaced them has not subscribed yet. A client that comes back (a network blip,
+        the same clientId) counts again from its next connect."""
+        live = []
+        for cid in session.clients:
+            client = self.bayeux.clients.get(cid)
+            conn = self.conns.get(cid)
+            if client is None or conn is None:
+                continue
+            if conn.dropped and not conn.gone:
+                conn.gone = True
+                conn.wake.set()  # its orphaned handler ends now
+                self.info(f"session {session.sid}: client {cid[:8]}… dropped its connection")
+            if not conn.gone:
+                live.append(client)
+        return live
 
     def deliver(self, session: Session, n: Notification, clients: list[bx.Client]) -> None:
         message = {k: v for k, v in n.message.items() if k != "clientId"}

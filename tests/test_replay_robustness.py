@@ -342,3 +342,47 @@ async def test_notification_uris_take_the_clients_host(aiohttp_client: Any) -> N
     )
     (ringing,) = [m for m in await resp.json() if "data" in m]
     assert ringing["data"]["call"]["uri"].startswith("http://desk.example:8443/api/v2/")
+
+
+# --- a page reload: the old page's client must not take the new page's notifications
+async def test_after_a_reload_a_notification_waits_for_the_new_pages_subscription() -> None:
+    """The old page subscribed and held a connect, then the browser dropped it (a reload); the
+    new page handshakes with the same cookie. The Established its Answer releases must wait for
+    the new page's subscription, not go into the dead client's queue."""
+    app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=30000))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(f"http://{host}:{port}", cookie_jar=jar) as http:
+            old = await handshake(http)
+            await connect(http, old)
+            await subscribe(http, old, "/v2/me/calls")
+            assert states(await collect(http, old, 1)) == ["Ringing"]
+            (sid,) = app[REPLAYER].sessions
+            body = orjson.dumps([{"channel": "/meta/connect", "clientId": old}])
+            _, raw = await asyncio.open_connection(host, port)
+            raw.write(
+                f"POST {BAYEUX} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Content-Type: application/json\r\nCookie: relay_session={sid}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            conns = app[REPLAYER].conns
+            await until(lambda: conns[old].holding > 0)
+            server = runner.server
+            assert server is not None
+            raw.close()  # the reload
+            await until(lambda: any(h.transport is None for h in server.connections))
+            new = await handshake(http)  # the new page, same cookie: the same session
+            await connect(http, new)
+            assert (await http.post(CALL, json=ANSWER)).status == 200
+            session = app[REPLAYER].sessions[sid]
+            await until(lambda: session.timeline.waiting_for_subscription is not None)
+            await subscribe(http, new, "/v2/me/calls")
+            assert states(await asyncio.wait_for(collect(http, new, 1), 5)) == ["Established"]
+    finally:
+        await runner.cleanup()
