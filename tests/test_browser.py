@@ -16,6 +16,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import browser
@@ -256,6 +257,16 @@ async def relay_status(base: str) -> dict:
         return value
 
 
+async def release(base: str) -> None:
+    """The presenter's "Release next" (the control API the page's button calls)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+        http.post(base + "/_relay/release") as r,
+    ):
+        assert r.status == 200, await r.text()
+        assert (await r.json())["released"], "nothing was released"
+
+
 async def held_for_presenter(base: str, what: str) -> None:
     """Until relay's only session holds its next notification for the presenter."""
 
@@ -361,3 +372,48 @@ async def test_the_timeline_page_of_the_recording(recorded_lp: Recorded, tmp_pat
         for word in ("Ringing", "Established", "Held", "Dialing", "Released", *OPERATIONS):
             assert word in text, f"{word} not on the timeline page"
         await page.screenshot(path=artifacts / "browser-timeline.png", full_page=True)
+
+
+async def test_a_reloaded_page_gets_what_is_released_while_it_reconnects(
+    recorded_lp: Recorded, tmp_path: Path
+) -> None:
+    """A reload in the middle of a demo: Chromium drops the old page's held long-poll, and the
+    new page handshakes with the same session cookie. A notification released before the new
+    page has subscribed (its subscribe is held back here) must wait for that subscription, not
+    go to the old page's client, whose subscriptions died with it."""
+    async with (
+        browser.relay_replay(recorded_lp.cassette, "--step") as relay,
+        browser.chromium(tmp_path / "profile") as chrome,
+    ):
+        base = browser.localhost(relay.url)
+        desktop = await DesktopPage.open(chrome, base, transport="long-polling")
+        await desktop.wait_status("connected")
+        await held_for_presenter(relay.url, "the Ringing")
+        await release(relay.url)
+        await desktop.wait_states({CALL_5: "Ringing"})
+        await desktop.click(CALL_5, "Answer")
+        await held_for_presenter(relay.url, "the Established")
+
+        held: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def hold_subscribes(route: Any) -> None:
+            if "/meta/subscribe" in (route.request.post_data or ""):
+                await held.put(route)
+            else:
+                await route.continue_()
+
+        await desktop.page.route("**/api/v2/notifications**", hold_subscribes)
+        await desktop.page.reload()
+        subscribe = await asyncio.wait_for(held.get(), 20)  # the new page is not subscribed
+        await release(relay.url)
+
+        async def waits_for_the_new_subscription() -> bool:
+            (session,) = (await relay_status(relay.url))["sessions"]
+            return bool(session["waiting_for"] == "subscription")
+
+        await browser.eventually(
+            waits_for_the_new_subscription, 10, "relay to hold the Established for a subscriber"
+        )
+        await subscribe.continue_()
+        await desktop.page.unroute("**/api/v2/notifications**")
+        await desktop.wait_states({CALL_5: "Established"})
