@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -73,7 +73,42 @@ class ReplayMismatch(AssertionError):
     """What ``ReplayServer.check`` found: the desktop did not do what the cassette recorded."""
 
 
-class ReplayServer:
+class _Served:
+    """What both test servers share: a context manager around ``start``/``stop``, and ``url``
+    once started (``_not_started`` says what to raise before that)."""
+
+    name: str
+    _url: str | None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _not_started(self) -> RelayError:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, without a trailing slash."""
+        if self._url is None:
+            raise self._not_started()
+        return self._url
+
+
+class ReplayServer(_Served):
     """A relay replay server on 127.0.0.1 in a background thread; a context manager.
 
     ``cassette`` is a path or a loaded ``Cassette``; the keyword arguments are those of
@@ -162,23 +197,8 @@ class ReplayServer:
                 f"{self.name}: the replay server did not stop within {STOP_TIMEOUT:g}s"
             )
 
-    def __enter__(self) -> ReplayServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``, without a trailing slash."""
-        if self._url is None:
-            raise ReplayServerError(f"{self.name}: the replay server is not started")
-        return self._url
+    def _not_started(self) -> RelayError:
+        return ReplayServerError(f"{self.name}: the replay server is not started")
 
     @property
     def running(self) -> bool:
@@ -385,7 +405,7 @@ def _file_id(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-class RecordingServer:
+class RecordingServer(_Served):
     """``relay record --upstream UPSTREAM -o CASSETTE --port 0 -q`` in a subprocess; a context
     manager, and what the ``relay_replay`` fixture yields while recording.
 
@@ -522,23 +542,8 @@ class RecordingServer:
         if after is None or after == self._before:
             raise RecordingError(self._report(f"relay record did not write {self.name}"))
 
-    def __enter__(self) -> RecordingServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``, without a trailing slash."""
-        if self._url is None:
-            raise RecordingError(f"{self.name}: the recording is not started")
-        return self._url
+    def _not_started(self) -> RelayError:
+        return RecordingError(f"{self.name}: the recording is not started")
 
     @property
     def running(self) -> bool:

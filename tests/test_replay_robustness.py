@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,48 @@ def holding(client: TestClient, cid: str) -> Callable[[], bool]:  # type: ignore
     return lambda: cid in conns and conns[cid].holding > 0
 
 
+@contextlib.asynccontextmanager
+async def served_like_the_cli(
+    app: web.Application,
+) -> AsyncIterator[tuple[web.AppRunner, aiohttp.ClientSession]]:
+    """The CLI's server, not the test server: aiohttp cancels no handler when its client goes
+    away (the test server does), so a dropped long-poll lives on until it is woken. Yields the
+    runner and a cookie-keeping client session on it."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(f"http://{host}:{port}", cookie_jar=jar) as http:
+            yield runner, http
+    finally:
+        await runner.cleanup()
+
+
+async def drop_a_held_connect(runner: web.AppRunner, cid: str) -> None:
+    """Hold a connect of ``cid`` on a connection of its own, then close that connection (a
+    reload, a network switch) and wait until the server saw it close."""
+    app = runner.app
+    host, port = runner.addresses[0][:2]
+    (sid,) = app[REPLAYER].sessions
+    body = orjson.dumps([{"channel": "/meta/connect", "clientId": cid}])
+    _, raw = await asyncio.open_connection(host, port)
+    raw.write(
+        f"POST {BAYEUX} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nCookie: relay_session={sid}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    conns = app[REPLAYER].conns
+    await until(lambda: conns[cid].holding > 0)
+    server = runner.server
+    assert server is not None
+    raw.close()
+    await until(lambda: any(h.transport is None for h in server.connections))
+
+
 # --- bug 1
 async def test_a_connect_held_as_loop_restarts_the_scenario_gets_the_first_event_at_once(
     aiohttp_client: Any,
@@ -71,41 +114,16 @@ async def test_a_connect_held_as_loop_restarts_the_scenario_gets_the_first_event
 
 # --- bug 2
 async def test_a_long_poll_the_client_dropped_leaves_the_events_for_the_next_connect() -> None:
-    # The CLI's server, not the test server: aiohttp cancels no handler when its client goes
-    # away (the test server does), so a dropped long-poll lives on until it is woken.
     app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=30000))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(f"http://{host}:{port}", cookie_jar=jar) as http:
-            cid = await handshake(http)
-            await connect(http, cid)
-            await subscribe(http, cid, "/v2/me/calls")
-            assert states(await collect(http, cid, 1)) == ["Ringing"]
-            (sid,) = app[REPLAYER].sessions
-            body = orjson.dumps([{"channel": "/meta/connect", "clientId": cid}])
-            _, raw = await asyncio.open_connection(host, port)
-            raw.write(
-                f"POST {BAYEUX} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                f"Content-Type: application/json\r\nCookie: relay_session={sid}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            conns = app[REPLAYER].conns
-            await until(lambda: conns[cid].holding > 0)
-            server = runner.server
-            assert server is not None
-            raw.close()  # the desktop gave up on this long-poll (a reload, a network switch)
-            await until(lambda: any(h.transport is None for h in server.connections))
-            assert (await http.post(CALL, json=ANSWER)).status == 200
-            # The orphaned connect wakes on the Established; the next connect must get it.
-            assert states(await asyncio.wait_for(connect(http, cid), 5)) == ["Established"]
-    finally:
-        await runner.cleanup()
+    async with served_like_the_cli(app) as (runner, http):
+        cid = await handshake(http)
+        await connect(http, cid)
+        await subscribe(http, cid, "/v2/me/calls")
+        assert states(await collect(http, cid, 1)) == ["Ringing"]
+        await drop_a_held_connect(runner, cid)
+        assert (await http.post(CALL, json=ANSWER)).status == 200
+        # The orphaned connect wakes on the Established; the next connect must get it.
+        assert states(await asyncio.wait_for(connect(http, cid), 5)) == ["Established"]
 
 
 # --- bug 3
@@ -350,39 +368,16 @@ async def test_after_a_reload_a_notification_waits_for_the_new_pages_subscriptio
     new page handshakes with the same cookie. The Established its Answer releases must wait for
     the new page's subscription, not go into the dead client's queue."""
     app = create_app(SEED, ReplayOptions(speed=0, timeout_ms=30000))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(f"http://{host}:{port}", cookie_jar=jar) as http:
-            old = await handshake(http)
-            await connect(http, old)
-            await subscribe(http, old, "/v2/me/calls")
-            assert states(await collect(http, old, 1)) == ["Ringing"]
-            (sid,) = app[REPLAYER].sessions
-            body = orjson.dumps([{"channel": "/meta/connect", "clientId": old}])
-            _, raw = await asyncio.open_connection(host, port)
-            raw.write(
-                f"POST {BAYEUX} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                f"Content-Type: application/json\r\nCookie: relay_session={sid}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            conns = app[REPLAYER].conns
-            await until(lambda: conns[old].holding > 0)
-            server = runner.server
-            assert server is not None
-            raw.close()  # the reload
-            await until(lambda: any(h.transport is None for h in server.connections))
-            new = await handshake(http)  # the new page, same cookie: the same session
-            await connect(http, new)
-            assert (await http.post(CALL, json=ANSWER)).status == 200
-            session = app[REPLAYER].sessions[sid]
-            await until(lambda: session.timeline.waiting_for_subscription is not None)
-            await subscribe(http, new, "/v2/me/calls")
-            assert states(await asyncio.wait_for(collect(http, new, 1), 5)) == ["Established"]
-    finally:
-        await runner.cleanup()
+    async with served_like_the_cli(app) as (runner, http):
+        old = await handshake(http)
+        await connect(http, old)
+        await subscribe(http, old, "/v2/me/calls")
+        assert states(await collect(http, old, 1)) == ["Ringing"]
+        await drop_a_held_connect(runner, old)  # the reload
+        new = await handshake(http)  # the new page, same cookie: the same session
+        await connect(http, new)
+        assert (await http.post(CALL, json=ANSWER)).status == 200
+        (session,) = app[REPLAYER].sessions.values()
+        await until(lambda: session.timeline.waiting_for_subscription is not None)
+        await subscribe(http, new, "/v2/me/calls")
+        assert states(await asyncio.wait_for(collect(http, new, 1), 5)) == ["Established"]
