@@ -11,6 +11,7 @@ import json
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -231,16 +232,28 @@ class FakeGws:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
+async def serve(
+    app: web.Application, *, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on a free port of ``host`` (with TLS when given); yields its origin."""
     runner = web.AppRunner(app, shutdown_timeout=1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0, ssl_context=tls)
     await site.start()
     port = runner.addresses[0][1]
+    shown = f"[{host}]" if ":" in host else host
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://{shown}:{port}"
     finally:
         await runner.cleanup()
+
+
+def tls_context(directory: Path) -> ssl.SSLContext:
+    """A lab server's TLS: a self-signed certificate made in ``directory``."""
+    cert, key = self_signed(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 # --- relay record as a subprocess -----------------------------------------------------------
@@ -855,19 +868,8 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_an_https_upstream_with_a_self_signed_certificate(tmp_path: Path) -> None:
-    import ssl
-
-    cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    gws = FakeGws()
-    runner = web.AppRunner(gws.app(), shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
     statuses = {}
-    try:
+    async with serve(FakeGws().app(), tls=tls_context(tmp_path)) as upstream:
         for flag in ("", "--insecure"):
             out = tmp_path / f"tls{flag}.json"
             async with recording(upstream, out, "-q", *([flag] if flag else [])) as rec:
@@ -883,8 +885,6 @@ async def test_an_https_upstream_with_a_self_signed_certificate(tmp_path: Path) 
                 assert x.response is not None and x.response.status == 200
             else:
                 assert x.response is None and x.error and "certificate" in x.error.lower()
-    finally:
-        await runner.cleanup()
     assert statuses == {"": 502, "--insecure": 200}
 
 
@@ -892,47 +892,32 @@ async def test_regular_proxy_mode_with_an_https_upstream(tmp_path: Path) -> None
     """A desktop configured with relay as its HTTP proxy reaching an HTTPS lab server: it
     tunnels with CONNECT and trusts mitmproxy's CA (from --confdir); relay records the
     decrypted exchanges and passes other hosts through unrecorded."""
-    import ssl
-
-    cert, key = self_signed(tmp_path)
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    gws = FakeGws()
-    runner = web.AppRunner(gws.app(), shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
-    await site.start()
-    upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
     out = tmp_path / "regular-tls.json"
-    try:
-        async with (
-            serve(FakeGws().app()) as elsewhere,
-            recording(upstream, out, "-q", "--mode", "regular", "--insecure") as rec,
-        ):
-            ca = out.parent / f".mitmproxy-{out.stem}" / "mitmproxy-ca-cert.pem"
-            desktop_context = ssl.create_default_context(cafile=str(ca))
-            async with aiohttp.ClientSession(
-                headers={"Authorization": BASIC}, cookie_jar=aiohttp.CookieJar(unsafe=True)
-            ) as http:
-                async with http.get(
-                    upstream + "/api/v2/me", proxy=rec.url, ssl=desktop_context
-                ) as r:
-                    assert r.status == 200
-                    token = r.headers["X-CSRF-TOKEN"]
-                hold = {"operationName": "Hold"}
-                async with http.post(
-                    upstream + "/api/v2/me/calls/" + CALL_5,
-                    json=hold,
-                    headers={"X-CSRF-TOKEN": token},
-                    proxy=rec.url,
-                    ssl=desktop_context,
-                ) as r:
-                    assert r.status == 200, await r.text()
-                async with http.get(elsewhere + "/api/v2/me", proxy=rec.url) as r:
-                    assert r.status == 200
-            assert await rec.stop() == 0
-    finally:
-        await runner.cleanup()
+    async with (
+        serve(FakeGws().app(), tls=tls_context(tmp_path)) as upstream,
+        serve(FakeGws().app()) as elsewhere,
+        recording(upstream, out, "-q", "--mode", "regular", "--insecure") as rec,
+    ):
+        ca = out.parent / f".mitmproxy-{out.stem}" / "mitmproxy-ca-cert.pem"
+        desktop_context = ssl.create_default_context(cafile=str(ca))
+        async with aiohttp.ClientSession(
+            headers={"Authorization": BASIC}, cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as http:
+            async with http.get(upstream + "/api/v2/me", proxy=rec.url, ssl=desktop_context) as r:
+                assert r.status == 200
+                token = r.headers["X-CSRF-TOKEN"]
+            hold = {"operationName": "Hold"}
+            async with http.post(
+                upstream + "/api/v2/me/calls/" + CALL_5,
+                json=hold,
+                headers={"X-CSRF-TOKEN": token},
+                proxy=rec.url,
+                ssl=desktop_context,
+            ) as r:
+                assert r.status == 200, await r.text()
+            async with http.get(elsewhere + "/api/v2/me", proxy=rec.url) as r:
+                assert r.status == 200
+        assert await rec.stop() == 0
     cassette = rec.cassette()
     exchanges, _ = events_of(cassette)
     assert [(x.request.method, x.request.operation_name) for x in exchanges] == [

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -178,22 +177,10 @@ async def test_a_cassette_that_cannot_be_saved_is_a_failure(tmp_path: Path) -> N
     assert (tmp_path / "unsaved.json.journal").exists()
 
 
-@contextlib.asynccontextmanager
-async def serve_v6(application: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(application, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "::1", 0)
-    await site.start()
-    try:
-        yield f"http://[::1]:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_regular_mode_with_an_ipv6_upstream(tmp_path: Path) -> None:
     out = tmp_path / "v6.json"
     async with (
-        serve_v6(app()) as upstream,
+        serve(app(), host="::1") as upstream,
         recording(upstream, out, "-q", "--mode", "regular") as rec,
     ):
         async with (
