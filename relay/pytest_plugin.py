@@ -221,13 +221,8 @@ def _record(
         confdir=tmp_path_factory.mktemp("relay-confdir"),
         title=request.node.nodeid,
     )
+    _start_or_fail(recorder)
     problem = ""
-    try:
-        recorder.start()
-    except RecordingError as e:
-        problem = f"relay: {e}"
-    if problem:
-        pytest.fail(problem, pytrace=False)
     try:
         yield recorder
     finally:
@@ -239,19 +234,24 @@ def _record(
         pytest.fail(problem, pytrace=False)
 
 
+def _start_or_fail(server: ReplayServer | RecordingServer) -> None:
+    """Start a test server; a failure fails the test with relay's one line (no traceback)."""
+    problem = ""
+    try:
+        server.start()
+    except RelayError as e:  # raised outside the except block: one message, no chain
+        problem = f"relay: {e}"
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
 def _replay(
     path: Path, options: dict[str, Any], *, strict: bool, played: bool
 ) -> Iterator[ReplayServer]:
     from relay.testing import ReplayMismatch, ReplayServer
 
-    problem = ""
     server = ReplayServer(path, **options)
-    try:
-        server.start()
-    except RelayError as e:
-        problem = f"relay: {e}"
-    if problem:
-        pytest.fail(problem, pytrace=False)
+    _start_or_fail(server)
     try:
         yield server
     finally:

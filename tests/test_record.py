@@ -12,7 +12,6 @@ import secrets
 import signal
 import socket
 import ssl
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from jspeers import _Lines, _stop
-from relayproc import Served, relay_server
+from relayproc import Served, relay_server, run_relay
 
 from relay import cassette as cas
 from relay.cassette import Exchange, Notification
@@ -36,7 +35,6 @@ ADVICE = {"interval": 0, "reconnect": "retry", "timeout": 4000}
 APP_JS = b"console.log('workspace');\n" * 50
 LOGO = bytes(range(256)) * 4
 START_TIMEOUT = 20.0
-RELAY = (sys.executable, "-c", "from relay.cli import main; main()")
 
 
 # --- the upstream ---------------------------------------------------------------------------
@@ -694,16 +692,9 @@ async def test_kill_9_then_recover_keeps_everything_the_desktop_saw(tmp_path: Pa
             await desktop.close()
     journal = Path(str(out) + ".journal")
     assert journal.exists() and not out.exists()
-    result = await asyncio.create_subprocess_exec(
-        *RELAY,
-        "recover",
-        str(out),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(result.communicate(), 30)
-    assert result.returncode == 0, stderr.decode()
-    assert stdout.decode().startswith(f"recovered {out}")
+    code, stdout, stderr = await run_relay("recover", str(out))
+    assert code == 0, stderr
+    assert stdout.startswith(f"recovered {out}")
     assert not journal.exists()
     exchanges, notes = events_of(cas.load(out))
     assert [n.message for n in notes] == desktop.received
@@ -766,18 +757,6 @@ async def test_title_notes_and_desktop_name_reach_the_cassette(tmp_path: Path) -
     assert [d.name for d in cassette.desktops] == ["ann"]
 
 
-async def run_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *RELAY,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
 @pytest.mark.parametrize(
     "args",
     [
@@ -792,7 +771,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     ],
 )
 async def test_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
-    code, stdout, stderr = await run_cli(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    code, stdout, stderr = await run_relay(*(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert code == 2, (stdout, stderr)
     assert "Traceback" not in stderr and stderr.strip()
 
@@ -802,7 +781,7 @@ async def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        code, stdout, stderr = await run_cli(
+        code, stdout, stderr = await run_relay(
             "record",
             "--upstream",
             "http://127.0.0.1:1",
@@ -821,9 +800,9 @@ async def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
 async def test_a_left_journal_blocks_a_new_recording_until_recovered(tmp_path: Path) -> None:
     out = tmp_path / "x.json"
     Path(str(out) + ".journal").write_text('{"t":"start","at":1.0,"upstream":"u"}\n{"t":"req')
-    code, _, stderr = await run_cli("record", "--upstream", "http://x", "-o", str(out))
+    code, _, stderr = await run_relay("record", "--upstream", "http://x", "-o", str(out))
     assert code == 2 and "relay recover" in stderr
-    code, _, stderr = await run_cli("recover", str(out))
+    code, _, stderr = await run_relay("recover", str(out))
     assert code == 0, stderr
     assert cas.load(out).desktop().events == []
 

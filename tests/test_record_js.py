@@ -5,7 +5,6 @@ over long-polling and WebSocket; then ``relay replay`` of the new cassette to th
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -17,8 +16,8 @@ from typing import Any
 import aiohttp
 import jspeers
 import pytest
-from relayproc import relay_server
-from test_record import RELAY, assert_no_secret, events_of, recording
+from relayproc import relay_server, run_relay
+from test_record import assert_no_secret, events_of, recording
 
 from relay import cassette as cas
 
@@ -245,15 +244,8 @@ async def test_kill_9_mid_session_then_recover_loses_nothing_the_desktop_saw(
             assert await rec.stop(signal.SIGKILL) == -signal.SIGKILL
             seen = desktop.snapshot()
     assert not out.exists()
-    process = await asyncio.create_subprocess_exec(
-        *RELAY,
-        "recover",
-        str(out),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
+    code, _, stderr = await run_relay("recover", str(out))
+    assert code == 0, stderr
     recovered = cas.load(out)
     _, notes = events_of(recovered)
     got = [{"channel": n.channel, "data": n.data} for n in notes]
